@@ -1,0 +1,89 @@
+/* core: configuration loading, logging, the per-worker message queue, time. */
+#ifndef CMG_CORE_H
+#define CMG_CORE_H
+
+#include <stdarg.h>
+#include <sys/types.h>
+#include "core-t.h"
+
+struct event_base;
+
+/* ---- time ---- */
+uint64_t core_now_ms(void);   /* monotonic milliseconds */
+uint64_t core_wall_ms(void);  /* milliseconds since the epoch */
+
+/* ---- logging (log.c) ----
+ * One process-wide logger; lines go to stderr (human) and to a CMTrace-format file that
+ * rolls over to <file without extension>.lo_ when it would pass max_size. Thread-safe. */
+int log_init(const struct log_opts *opts, char *err, size_t errlen);
+/* Changes level/size/stderr and reopens the file (SIGHUP). Same return as log_init. */
+int log_reconfigure(const struct log_opts *opts, char *err, size_t errlen);
+void log_deinit(void);
+/* Tag shown for the calling thread ("main", "w0"...); borrowed string must outlive the thread. */
+void log_set_thread_tag(const char *tag);
+bool log_enabled(enum log_level level);
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+/* True when the caller may log now; counts suppressed lines otherwise. */
+bool log_ratelimit_pass(struct log_ratelimit *rl, uint64_t interval_ms, unsigned *suppressed);
+
+#define LOG_ERROR(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define LOG_WARN(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
+#define LOG_INFO(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define LOG_VERBOSE(...)                                                                       \
+    do {                                                                                       \
+        if (log_enabled(LOG_LEVEL_VERBOSE))                                                    \
+            log_msg(LOG_LEVEL_VERBOSE, __VA_ARGS__);                                           \
+    } while (0)
+
+/* Formats one CMTrace line into buf (for tests and for the logger). Returns its length. */
+size_t log_format_cmtrace(char *buf, size_t len, const char *msg, const char *component,
+                          enum log_level level, uint64_t wall_ms, long thread_id);
+
+/* ---- configuration (config.c) ---- */
+
+/* Applies every default of `schema` (n keys) to target. Returns 0, or -1 if a default itself
+ * does not parse (a programming error, reported in report). */
+int config_apply_defaults(const struct config_key *schema, size_t n, void *target,
+                          struct config_report *report);
+/* Loads an INI file over the defaults. Unknown sections/keys, bad values and duplicates are
+ * errors collected in report (each "path:line: section.key: why"). Returns 0 when no error. */
+int config_load_file(const char *path, const struct config_key *schema, size_t n, void *target,
+                     struct config_report *report);
+/* Same, from a string (tests, embedded defaults); `name` is used as the path in messages. */
+int config_load_string(const char *name, const char *text, const struct config_key *schema,
+                       size_t n, void *target, struct config_report *report);
+/* Adds an error for key index `k` (validation after loading); message is printf-style. */
+void config_report_error(struct config_report *report, const struct config_key *schema, size_t k,
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void config_report_init(struct config_report *report, const char *path, size_t n);
+void config_report_deinit(struct config_report *report);
+/* Frees the strings the schema put into target. */
+void config_free(const struct config_key *schema, size_t n, void *target);
+/* Index of section.name in schema, or -1. */
+ssize_t config_find(const struct config_key *schema, size_t n, const char *section,
+                    const char *name);
+/* Value parsers (also used by tests): return 0 or -1 with a reason in why. */
+int config_parse_bool(const char *s, bool *out, const char **why);
+int config_parse_size(const char *s, uint64_t *out, const char **why);
+int config_parse_duration(const char *s, uint64_t *out_ms, const char **why);
+int config_parse_uint(const char *s, uint64_t *out, const char **why);
+
+/* ---- per-worker message queue (mq.c) ----
+ * Other threads post messages; the owner's loop runs `handler` for each, in order, on its own
+ * thread. Bounded: posting to a full queue fails. */
+struct core_mq;
+struct core_mq_msg {
+    int type;
+    void *arg; /* ownership passes to the handler */
+};
+typedef void (*core_mq_handler_cb)(struct core_mq_msg *msg, void *ctx);
+/* Creates a queue whose handler runs on `base`. Free with core_mq_free from the owner thread. */
+struct core_mq *core_mq_new(struct event_base *base, unsigned capacity, core_mq_handler_cb handler,
+                            void *ctx);
+void core_mq_free(struct core_mq *mq);
+/* From any thread. Returns 0, or -1 when the queue is full (the caller still owns arg). */
+int core_mq_post(struct core_mq *mq, int type, void *arg);
+
+#endif

@@ -1,0 +1,292 @@
+/* cmgctl: the operator's tool. It writes a development PKI and rotates the session-ticket key
+ * file that every gateway instance shares. Exit status: 0 done, 1 the operation failed (the
+ * reason on stderr), 2 bad usage. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "tls.h"
+
+#ifndef CMG_VERSION
+#define CMG_VERSION "unknown"
+#endif
+
+#define EXIT_USAGE 2
+
+#define DEFAULT_SERVICE_NAME "cmg.localtest.me"
+#define DEFAULT_PFX_PASSWORD "cmg-dev"
+#define DEFAULT_DAYS 825
+#define MAX_DAYS 3650 /* the dev CAs' own validity */
+#define DEFAULT_KEEP 3
+
+static const char usage_text[] =
+    "usage: cmgctl pki init DIR [--service-name NAME] [--pfx-password PW] [--days N]\n"
+    "       cmgctl tickets rotate FILE [--keep N]\n"
+    "       cmgctl version\n"
+    "       cmgctl --help\n"
+    "\n"
+    "pki init DIR\n"
+    "    Writes a development PKI into DIR (created if missing, earlier files replaced):\n"
+    "    root and issuing CA, gateway, client and connector certificates, CRLs, PFX files.\n"
+    "    --service-name NAME  the gateway's DNS name: CN and SAN of server.crt\n"
+    "                         (default " DEFAULT_SERVICE_NAME ")\n"
+    "    --pfx-password PW    password of every .pfx, also written to pfx-password.txt\n"
+    "                         (default " DEFAULT_PFX_PASSWORD ")\n"
+    "    --days N             validity of the leaf certificates, 1 to 3650 (default 825)\n"
+    "\n"
+    "tickets rotate FILE\n"
+    "    Puts a fresh session-ticket key first in FILE (created with mode 0600 if missing)\n"
+    "    and keeps the newest N keys. The first key encrypts new tickets, all keys decrypt.\n"
+    "    Run it on a schedule, then copy FILE to every gateway instance: each one reloads\n"
+    "    the file when it changes, without a restart.\n"
+    "    --keep N             keys to keep, 1 to 8 (default 3)\n"
+    "\n"
+    "Exit status: 0 done, 1 failed, 2 bad usage.\n";
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("cmgctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'cmgctl --help'.\n", stderr);
+    return EXIT_USAGE;
+}
+
+static int op_error(const char *msg)
+{
+    fprintf(stderr, "cmgctl: %s\n", msg);
+    return EXIT_FAILURE;
+}
+
+/* An option that takes a value; *value is set to a borrowed argv string. */
+struct opt {
+    const char *name; /* without the leading "--" */
+    const char **value;
+};
+
+/* Finds the option argv[*i] ("--name VALUE" or "--name=VALUE") in opts and stores its value,
+ * advancing *i past a separate value. Returns 0 or a usage error's exit code. */
+static int take_option(const char *verb, const struct opt *opts, int argc, char **argv, int *i)
+{
+    const char *arg = argv[*i];
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    const struct opt *o;
+
+    for (o = opts; o->name; o++) {
+        if (strncmp(arg, "--", 2) != 0 || len != 2 + strlen(o->name) ||
+            strncmp(arg + 2, o->name, len - 2) != 0)
+            continue;
+        if (eq) {
+            *o->value = eq + 1;
+        } else if (*i + 1 < argc) {
+            *o->value = argv[++*i];
+        } else {
+            return usage_error("%s: --%s needs a value", verb, o->name);
+        }
+        return 0;
+    }
+    return usage_error("%s: unknown option \"%.*s\"", verb, (int)len, arg);
+}
+
+/* Parses the arguments after the verb: options in any order around exactly one operand.
+ * Returns 0, -1 when --help was asked for, or a usage error's exit code. */
+static int parse_args(const char *verb, const char *operand_name, int argc, char **argv,
+                      const struct opt *opts, const char **operand)
+{
+    bool options_done = false;
+    int i, rc;
+
+    *operand = NULL;
+    for (i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+
+        if (!options_done && strcmp(arg, "--") == 0) {
+            options_done = true;
+        } else if (!options_done && (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)) {
+            return -1;
+        } else if (!options_done && arg[0] == '-' && arg[1] != '\0') {
+            rc = take_option(verb, opts, argc, argv, &i);
+            if (rc)
+                return rc;
+        } else if (*operand) {
+            return usage_error("%s: unexpected argument \"%s\"", verb, arg);
+        } else {
+            *operand = arg;
+        }
+    }
+    if (!*operand || !**operand)
+        return usage_error("%s: missing %s", verb, operand_name);
+    return 0;
+}
+
+/* Strict decimal in [min, max]: no sign, no spaces, no trailing text. */
+static bool parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+{
+    unsigned long v;
+    char *end;
+
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = (unsigned)v;
+    return true;
+}
+
+/* What pki init wrote, for the operator. */
+static const struct {
+    const char *files;
+    const char *what;
+} pki_files[] = {
+    {"root-ca.crt root-ca.key", "root CA: trust root-ca.crt on test clients"},
+    {"intermediate-ca.crt intermediate-ca.key", "issuing CA"},
+    {"ca-chain.pem", "issuing CA + root"},
+    {"intermediate.crl root.crl", "CRLs (client-revoked is listed), valid 7 days"},
+    {"server.pfx server.crt server.key", "gateway certificate, ECDSA P-256"},
+    {"server-chain.pem", "gateway certificate + issuing CA"},
+    {"server-rsa.pfx server-rsa.crt server-rsa.key", "gateway certificate, RSA-2048"},
+    {"client-valid.pfx client-valid.crt client-valid.key", "client certificate"},
+    {"client-revoked.crt client-revoked.key", "client certificate, revoked"},
+    {"client-expired.crt client-expired.key", "client certificate, expired yesterday"},
+    {"connector.pfx connector.crt connector.key", "connection point certificate"},
+    {"token-signing.crt token-signing.key", "site token-signing certificate, self-signed"},
+    {"pfx-password.txt", "password of the .pfx files"},
+};
+
+static void print_pki(const char *dir, const struct tls_devpki_opts *o)
+{
+    size_t i;
+
+    printf("wrote a development PKI for %s to %s (leaf certificates valid %u days):\n",
+           o->service_name, dir, o->valid_days);
+    for (i = 0; i < sizeof pki_files / sizeof pki_files[0]; i++)
+        printf("  %-52s %s\n", pki_files[i].files, pki_files[i].what);
+    printf("private keys, .pfx files and pfx-password.txt have mode 0600.\n");
+}
+
+static int cmd_pki_init(int argc, char **argv)
+{
+    const char *dir, *days = NULL;
+    struct tls_devpki_opts o = {
+        .service_name = DEFAULT_SERVICE_NAME,
+        .pfx_password = DEFAULT_PFX_PASSWORD,
+        .valid_days = DEFAULT_DAYS,
+    };
+    const struct opt opts[] = {
+        {"service-name", &o.service_name},
+        {"pfx-password", &o.pfx_password},
+        {"days", &days},
+        {NULL, NULL},
+    };
+    char err[512];
+    int rc = parse_args("pki init", "DIR", argc, argv, opts, &dir);
+
+    if (rc < 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (days && !parse_uint(days, 1, MAX_DAYS, &o.valid_days))
+        return usage_error("pki init: --days \"%s\": use a number from 1 to %d", days, MAX_DAYS);
+    if (!*o.pfx_password)
+        return usage_error("pki init: --pfx-password must not be empty");
+    if (tls_devpki_init(dir, &o, err, sizeof err) < 0)
+        return op_error(err);
+    print_pki(dir, &o);
+    return 0;
+}
+
+static int cmd_tickets_rotate(int argc, char **argv)
+{
+    const char *file, *keep_arg = NULL;
+    const struct opt opts[] = {{"keep", &keep_arg}, {NULL, NULL}};
+    struct tls_ticket_keys keys;
+    unsigned keep = DEFAULT_KEEP, i;
+    char err[512];
+    int rc = parse_args("tickets rotate", "FILE", argc, argv, opts, &file);
+
+    if (rc < 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (keep_arg && !parse_uint(keep_arg, 1, TLS_TICKET_KEYS_MAX, &keep))
+        return usage_error("tickets rotate: --keep \"%s\": use a number from 1 to %d", keep_arg,
+                           TLS_TICKET_KEYS_MAX);
+    /* Reading the result back proves the gateways will accept it. */
+    if (tls_ticket_keys_rotate_file(file, keep, err, sizeof err) < 0 ||
+        tls_ticket_keys_load(file, &keys, err, sizeof err) < 0)
+        return op_error(err);
+    /* The key name travels in clear inside every ticket, so printing it reveals nothing and
+     * lets the operator match a ticket to a key; the secrets are never printed. */
+    printf("rotated %s: %u key%s, newest first; new key name ", file, keys.count,
+           keys.count == 1 ? "" : "s");
+    for (i = 0; i < TLS_TICKET_NAME_LEN; i++)
+        printf("%02x", keys.keys[0].name[i]);
+    printf("\ncopy %s to every gateway instance.\n", file);
+    OPENSSL_cleanse(&keys, sizeof keys);
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 0)
+        return usage_error("version takes no arguments");
+    printf("cmgctl %s (%s)\n", CMG_VERSION, OpenSSL_version(OPENSSL_VERSION));
+    return 0;
+}
+
+static bool is(const char *arg, const char *word)
+{
+    return arg && strcmp(arg, word) == 0;
+}
+
+static int run(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : NULL;
+    const char *sub = argc > 2 ? argv[2] : NULL;
+
+    if (!cmd)
+        return usage_error("missing command");
+    if (is(cmd, "--help") || is(cmd, "-h") || is(cmd, "help")) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (is(cmd, "version") || is(cmd, "--version"))
+        return cmd_version(argc - 2, argv + 2);
+    if (is(cmd, "pki"))
+        return is(sub, "init") ? cmd_pki_init(argc - 3, argv + 3)
+                               : usage_error("pki: expected \"init\"");
+    if (is(cmd, "tickets"))
+        return is(sub, "rotate") ? cmd_tickets_rotate(argc - 3, argv + 3)
+                                 : usage_error("tickets: expected \"rotate\"");
+    return usage_error("unknown command \"%s\"", cmd);
+}
+
+int main(int argc, char **argv)
+{
+    int rc = run(argc, argv);
+
+    /* A report that never reached the terminal or the log is a failure too. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "cmgctl: writing the output: %s\n", strerror(errno));
+        return rc ? rc : EXIT_FAILURE;
+    }
+    return rc;
+}

@@ -1,0 +1,222 @@
+/* Admin listener (plain HTTP, loopback by default): /healthz, /readyz, /metrics. It runs on
+ * the main thread and only reads the workers' counters. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+
+#include "gw.h"
+
+const char *gw_hs_fail_name(enum gw_hs_fail f)
+{
+    static const char *names[GW_HSF_N] = {"protocol_version", "no_shared_cipher", "no_alpn",
+                                          "not_tls",          "timeout",          "closed",
+                                          "other"};
+    return f < GW_HSF_N ? names[f] : "other";
+}
+
+const char *gw_tls_version_label(enum gw_tls_version v)
+{
+    static const char *names[GW_TLS_NVERSIONS] = {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3",
+                                                  "other"};
+    return v < GW_TLS_NVERSIONS ? names[v] : "other";
+}
+
+struct gw_out {
+    char *buf;
+    size_t len, cap;
+};
+
+static void gw_out_printf(struct gw_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void gw_out_printf(struct gw_out *o, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (o->len + (size_t)n < o->cap) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = o->cap * 2 + (size_t)n;
+        char *p = realloc(o->buf, cap);
+        if (!p)
+            return;
+        o->buf = p;
+        o->cap = cap;
+    }
+}
+
+static void gw_metric_head(struct gw_out *o, const char *name, const char *type, const char *help)
+{
+    gw_out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+#define GW_FOR_WORKERS(s, w)                                                                   \
+    for (struct gw_worker *w = (s)->workers; w < (s)->workers + (s)->nworkers; w++)
+
+static void gw_metric_simple(struct gw_out *o, struct gw_server *s, const char *name,
+                             const char *type, const char *help, size_t off)
+{
+    gw_metric_head(o, name, type, help);
+    GW_FOR_WORKERS(s, w)
+    {
+        uint64_t *v = (uint64_t *)((char *)&w->metrics + off);
+        gw_out_printf(o, "%s{worker=\"%u\"} %llu\n", name, w->id,
+                      (unsigned long long)GW_GET(*v));
+    }
+}
+
+#define GW_M(o, s, name, type, help, field)                                                    \
+    gw_metric_simple(o, s, name, type, help, offsetof(struct gw_metrics, field))
+
+char *gw_metrics_render(struct gw_server *s, size_t *len)
+{
+    struct gw_out o = {malloc(16384), 0, 16384};
+    if (!o.buf)
+        return NULL;
+    o.buf[0] = '\0';
+    gw_metric_head(&o, "cmg_build_info", "gauge", "Version and instance of this gateway.");
+    gw_out_printf(&o, "cmg_build_info{version=\"%s\",instance=\"%llu\"} 1\n", CMG_VERSION,
+                  (unsigned long long)s->snap->cfg.instance_id);
+    gw_metric_head(&o, "cmg_start_time_seconds", "gauge", "Process start, seconds since epoch.");
+    gw_out_printf(&o, "cmg_start_time_seconds %llu\n",
+                  (unsigned long long)(s->start_wall_ms / 1000));
+    gw_metric_head(&o, "cmg_draining", "gauge", "1 while the gateway drains after SIGTERM.");
+    gw_out_printf(&o, "cmg_draining %d\n", atomic_load(&s->draining) ? 1 : 0);
+    gw_metric_head(&o, "cmg_config_reloads_total", "counter", "Successful reloads.");
+    gw_out_printf(&o, "cmg_config_reloads_total %llu\n", (unsigned long long)s->reloads);
+    gw_metric_head(&o, "cmg_config_reload_failures_total", "counter",
+                   "Reloads refused because the new configuration had errors.");
+    gw_out_printf(&o, "cmg_config_reload_failures_total %llu\n",
+                  (unsigned long long)s->reload_failures);
+    gw_metric_head(&o, "cmg_config_generation", "gauge", "Generation of the active snapshot.");
+    gw_out_printf(&o, "cmg_config_generation %llu\n", (unsigned long long)s->snap->generation);
+
+    GW_M(&o, s, "cmg_connections_open", "gauge", "Client connections open now.", conn_open);
+    GW_M(&o, s, "cmg_connections_total", "counter", "Client connections accepted.", conn_total);
+    GW_M(&o, s, "cmg_connections_refused_total", "counter",
+         "Connections refused because gateway.max_connections was reached.", conn_refused);
+
+    gw_metric_head(&o, "cmg_tls_handshakes_total", "counter",
+                   "Completed TLS handshakes by protocol version.");
+    GW_FOR_WORKERS(s, w)
+    for (int v = 0; v < GW_TLS_NVERSIONS; v++)
+        gw_out_printf(&o, "cmg_tls_handshakes_total{worker=\"%u\",version=\"%s\"} %llu\n", w->id,
+                      gw_tls_version_label(v), (unsigned long long)GW_GET(w->metrics.hs_ok[v]));
+    GW_M(&o, s, "cmg_tls_resumptions_total", "counter", "Handshakes that resumed a session.",
+         hs_resumed);
+    gw_metric_head(&o, "cmg_tls_handshake_failures_total", "counter",
+                   "Failed TLS handshakes by reason.");
+    GW_FOR_WORKERS(s, w)
+    for (int f = 0; f < GW_HSF_N; f++)
+        gw_out_printf(&o, "cmg_tls_handshake_failures_total{worker=\"%u\",reason=\"%s\"} %llu\n",
+                      w->id, gw_hs_fail_name(f),
+                      (unsigned long long)GW_GET(w->metrics.hs_fail[f]));
+
+    gw_metric_head(&o, "cmg_http_requests_total", "counter", "Requests answered, by status.");
+    GW_FOR_WORKERS(s, w)
+    for (int st = 100; st < 600; st++) {
+        uint64_t v = GW_GET(w->metrics.status[st]);
+        if (v)
+            gw_out_printf(&o, "cmg_http_requests_total{worker=\"%u\",code=\"%d\"} %llu\n", w->id,
+                          st, (unsigned long long)v);
+    }
+    GW_M(&o, s, "cmg_http_received_bytes_total", "counter",
+         "Application bytes received from clients (after TLS).", bytes_in);
+    GW_M(&o, s, "cmg_http_sent_bytes_total", "counter",
+         "Application bytes sent to clients (before TLS).", bytes_out);
+    gw_metric_head(&o, "cmg_http_timeouts_total", "counter",
+                   "Connections ended by a timeout, by kind.");
+    GW_FOR_WORKERS(s, w)
+    {
+        const struct {
+            const char *kind;
+            uint64_t *v;
+        } t[] = {{"header", &w->metrics.timeouts_header},
+                 {"idle", &w->metrics.timeouts_idle},
+                 {"body", &w->metrics.timeouts_body},
+                 {"send", &w->metrics.timeouts_send}};
+        for (size_t i = 0; i < 4; i++)
+            gw_out_printf(&o, "cmg_http_timeouts_total{worker=\"%u\",kind=\"%s\"} %llu\n", w->id,
+                          t[i].kind, (unsigned long long)GW_GET(*t[i].v));
+    }
+    *len = o.len;
+    return o.buf;
+}
+
+static void gw_admin_reply(struct evhttp_request *req, int code, const char *reason,
+                           const char *ctype, const char *body, size_t len)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, body, len);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    evhttp_send_reply(req, code, reason, b);
+    evbuffer_free(b);
+}
+
+static void gw_admin_cb(struct evhttp_request *req, void *arg)
+{
+    struct gw_server *s = arg;
+    const char *uri = evhttp_request_get_uri(req);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        gw_admin_reply(req, 405, "Method Not Allowed", "text/plain", "405 Method Not Allowed\n",
+                       23);
+        return;
+    }
+    if (strcmp(uri, "/healthz") == 0) {
+        gw_admin_reply(req, 200, "OK", "text/plain", "ok\n", 3);
+    } else if (strcmp(uri, "/readyz") == 0) {
+        if (atomic_load(&s->draining))
+            gw_admin_reply(req, 503, "Service Unavailable", "text/plain", "draining\n", 9);
+        else
+            gw_admin_reply(req, 200, "OK", "text/plain", "ready\n", 6);
+    } else if (strcmp(uri, "/metrics") == 0) {
+        size_t len;
+        char *text = gw_metrics_render(s, &len);
+        if (!text) {
+            gw_admin_reply(req, 500, "Internal Server Error", "text/plain", "out of memory\n", 14);
+            return;
+        }
+        gw_admin_reply(req, 200, "OK", "text/plain; version=0.0.4", text, len);
+        free(text);
+    } else {
+        gw_admin_reply(req, 404, "Not Found", "text/plain", "404 Not Found\n", 14);
+    }
+}
+
+int gw_admin_start(struct gw_server *s, char *err, size_t errlen)
+{
+    const struct gw_config *c = &s->snap->cfg;
+    if (!c->admin_enabled)
+        return 0;
+    int fd = gw_listen_socket(c->admin_listen, 128, false, err, errlen);
+    if (fd < 0)
+        return -1;
+    s->admin = evhttp_new(s->base);
+    if (!s->admin || !evhttp_accept_socket_with_handle(s->admin, fd)) {
+        snprintf(err, errlen, "admin.listen %s: cannot serve HTTP", c->admin_listen);
+        return -1;
+    }
+    evhttp_set_allowed_methods(s->admin, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+    evhttp_set_max_headers_size(s->admin, 8192);
+    evhttp_set_max_body_size(s->admin, 0);
+    evhttp_set_timeout(s->admin, 10);
+    evhttp_set_gencb(s->admin, gw_admin_cb, s);
+    return 0;
+}
+
+void gw_admin_stop(struct gw_server *s)
+{
+    if (s->admin)
+        evhttp_free(s->admin);
+    s->admin = NULL;
+}

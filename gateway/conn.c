@@ -1,0 +1,624 @@
+/* Client connections: TLS handshake, HTTP/1.1 keep-alive and pipelining with responses in
+ * order, timeouts, backpressure, lingering close. All on the owning worker's loop. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "conn.h"
+#include "tls.h"
+
+#define GW_LINGER_MS 2000
+#define GW_READ_BUDGET 8 /* SSL_read calls per wake-up before yielding to other connections */
+
+void gw_worker_conn_gone(struct gw_worker *w);
+static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg);
+static int gw_conn_flush(struct gw_conn *c);
+static int gw_conn_read(struct gw_conn *c);
+
+static const char *gw_peer_str(const struct gw_conn *c, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (c->peer.sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &c->peer.sin.sin_addr, ip, sizeof(ip));
+        port = ntohs(c->peer.sin.sin_port);
+        snprintf(buf, len, "%s:%u", ip, port);
+    } else if (c->peer.sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &c->peer.sin6.sin6_addr, ip, sizeof(ip));
+        port = ntohs(c->peer.sin6.sin6_port);
+        snprintf(buf, len, "[%s]:%u", ip, port);
+    } else {
+        snprintf(buf, len, "?");
+    }
+    return buf;
+}
+
+/* (Re)registers the connection's event for `what` and arms its deadline. */
+static void gw_conn_watch(struct gw_conn *c, short what)
+{
+    uint64_t now = core_now_ms();
+    uint64_t ms = c->deadline > now ? c->deadline - now : 1;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    if (what != c->ev_what) {
+        if (c->ev_what)
+            event_del(&c->ev);
+        event_assign(&c->ev, c->w->base, c->fd, what | EV_PERSIST, gw_conn_event_cb, c);
+        c->ev_what = what;
+    }
+    event_add(&c->ev, &tv);
+}
+
+static void gw_conn_free(struct gw_conn *c, const char *why)
+{
+    struct gw_worker *w = c->w;
+    if (c->ev_what)
+        event_del(&c->ev);
+    if (w->snap->cfg.log_connections && why) {
+        char peer[64];
+        LOG_INFO("c%u.%llu closed: %s (%u requests, %llu ms, from %s)", c->w->id, (unsigned long long)c->id,
+                 why, c->nrequests, (unsigned long long)(core_now_ms() - c->started_ms),
+                 gw_peer_str(c, peer, sizeof(peer)));
+    }
+    if (c->ssl)
+        SSL_free(c->ssl);
+    close(c->fd);
+    httpreq_deinit(&c->req);
+    free(c->in);
+    free(c->out);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns.head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->conns.count--;
+    GW_DEC(w->metrics.conn_open);
+    gw_snapshot_unref(c->snap);
+    free(c);
+    gw_worker_conn_gone(w);
+}
+
+/* Sends close_notify, half-closes, and reads (discarding) for a moment, so that a client still
+ * sending does not get a reset that would destroy the response it has not read yet. */
+static void gw_conn_linger(struct gw_conn *c, const char *why)
+{
+    if (c->ssl) {
+        SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    shutdown(c->fd, SHUT_WR);
+    c->state = GW_CS_LINGER;
+    c->deadline = core_now_ms() + GW_LINGER_MS;
+    if (c->w->snap->cfg.log_connections)
+        LOG_VERBOSE("c%u.%llu closing: %s", c->w->id, (unsigned long long)c->id, why);
+    gw_conn_watch(c, EV_READ);
+}
+
+static void gw_conn_out_reserve(struct gw_conn *c, size_t more)
+{
+    if (c->out_off && c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    if ((size_t)c->out_len + more <= c->out_cap)
+        return;
+    size_t cap = c->out_cap ? c->out_cap : 1024;
+    while (cap < (size_t)c->out_len + more)
+        cap *= 2;
+    char *p = realloc(c->out, cap);
+    if (!p)
+        abort(); /* allocation failure of a few KiB: the process cannot go on sensibly */
+    c->out = p;
+    c->out_cap = (uint32_t)cap;
+}
+
+static void gw_conn_out_append(struct gw_conn *c, const char *data, size_t len)
+{
+    gw_conn_out_reserve(c, len);
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += (uint32_t)len;
+}
+
+static bool gw_conn_keep_alive(struct gw_conn *c, int status)
+{
+    const struct gw_config *cfg = &c->snap->cfg;
+    if (c->close_after || c->draining || c->w->draining || !c->req.keep_alive || c->req.upgrade)
+        return false;
+    if (status == 400 || status == 408 || status == 413 || status == 431 || status == 501 ||
+        status == 505 || status == 417)
+        return false;
+    if (cfg->max_keepalive_requests && c->nrequests + 1 >= cfg->max_keepalive_requests)
+        return false;
+    return true;
+}
+
+void gw_conn_respond(struct gw_conn *c, int status, const char *reason, const char *ctype,
+                     const char *body, size_t body_len, const char *extra)
+{
+    bool keep = gw_conn_keep_alive(c, status);
+    bool head = c->req.method == HTTPREQ_M_HEAD;
+    char hdr[1024];
+    int n = snprintf(hdr, sizeof(hdr),
+                     "HTTP/1.1 %d %s\r\nServer: cmg-gateway\r\nDate: %s\r\n%s%s%s"
+                     "Content-Length: %zu\r\n%s%s\r\n",
+                     status, reason, gw_worker_date(c->w), ctype ? "Content-Type: " : "",
+                     ctype ? ctype : "", ctype ? "\r\n" : "", body_len,
+                     keep ? (httpreq_version_minor(&c->req) == 0 ? "Connection: keep-alive\r\n"
+                                                                  : "")
+                          : "Connection: close\r\n",
+                     extra ? extra : "");
+    if (n < 0 || (size_t)n >= sizeof(hdr))
+        n = snprintf(hdr, sizeof(hdr),
+                     "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n");
+    gw_conn_out_append(c, hdr, (size_t)n);
+    c->req_out = (uint64_t)n;
+    if (body && body_len && !head) {
+        gw_conn_out_append(c, body, body_len);
+        c->req_out += body_len;
+    }
+    if (!keep)
+        c->close_after = true;
+
+    struct gw_worker *w = c->w;
+    GW_INC(w->metrics.requests);
+    if (status >= 100 && status < 600)
+        GW_INC(w->metrics.status[status]);
+    if (w->snap->cfg.log_requests) {
+        size_t ulen;
+        const char *url = httpreq_url(&c->req, &ulen);
+        const char *q = memchr(url, '?', ulen);
+        int plen = (int)(q ? (size_t)(q - url) : ulen);
+        if (plen > 512)
+            plen = 512;
+        uint64_t took = core_now_ms() - c->req_started;
+        LOG_INFO("c%u.%llu %s %.*s %d in=%llu out=%llu %llums", c->w->id, (unsigned long long)c->id,
+                 c->req.method_name ? c->req.method_name : "-", plen, url, status,
+                 (unsigned long long)c->req_in, (unsigned long long)c->req_out,
+                 (unsigned long long)took);
+    }
+}
+
+/* A request that could not be read: answer and close. */
+static void gw_conn_reject(struct gw_conn *c, int status, const char *reason, const char *why)
+{
+    if (c->snap->cfg.log_requests || c->snap->cfg.log_connections)
+        LOG_WARN("c%u.%llu bad request: %d %s (%s)", c->w->id, (unsigned long long)c->id, status, reason, why);
+    char body[256];
+    int n = snprintf(body, sizeof(body), "%d %s\n", status, reason);
+    c->close_after = true;
+    gw_conn_respond(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n, NULL);
+}
+
+static const char *gw_reason(int status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Error";
+    }
+}
+
+static void gw_conn_on_head(struct gw_conn *c)
+{
+    c->head_done = true;
+    if (c->req.expect_continue && c->req.has_body) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        gw_conn_out_append(c, cont, sizeof(cont) - 1);
+    }
+}
+
+/* Parses what it can of data; returns 1 if the connection was freed, else 0. Input it cannot
+ * take yet (the output is backed up) is parked in c->in. */
+static int gw_conn_process(struct gw_conn *c, const char *data, size_t len, bool from_held)
+{
+    const struct gw_config *cfg = &c->snap->cfg;
+    while (len > 0 && !c->close_after) {
+        if (c->out_len - c->out_off > cfg->max_pipeline_bytes) {
+            /* The client sends faster than it reads its answers: stop reading until it
+             * catches up (bounded buffering, responses stay in order). */
+            if (!from_held) {
+                c->in = malloc(len);
+                if (!c->in)
+                    abort();
+                memcpy(c->in, data, len);
+                c->in_off = 0;
+                c->in_len = (uint32_t)len;
+            }
+            c->held = true;
+            return 0;
+        }
+        bool was_idle = httpreq_is_idle(&c->req);
+        size_t used = 0;
+        enum httpreq_event ev = httpreq_feed(&c->req, data, len, &used);
+        if (from_held) {
+            c->in_off += (uint32_t)used;
+            c->in_len -= (uint32_t)used;
+        }
+        data += used;
+        len -= used;
+        c->req_in += used;
+        if (was_idle && !httpreq_is_idle(&c->req)) {
+            c->state = GW_CS_HEAD;
+            c->req_started = core_now_ms();
+            c->deadline = c->req_started + cfg->header_timeout;
+        }
+        switch (ev) {
+        case HTTPREQ_NEED_MORE:
+            break;
+        case HTTPREQ_HEAD:
+            gw_conn_on_head(c);
+            c->state = GW_CS_BODY;
+            c->deadline = core_now_ms() + cfg->body_timeout;
+            break;
+        case HTTPREQ_DONE:
+            if (!c->head_done)
+                gw_conn_on_head(c);
+            gw_router_handle(c);
+            c->nrequests++;
+            httpreq_next(&c->req);
+            c->head_done = false;
+            c->req_in = c->req_out = 0;
+            c->state = GW_CS_IDLE;
+            c->deadline = core_now_ms() + cfg->idle_timeout;
+            break;
+        case HTTPREQ_ERROR:
+            gw_conn_reject(c, c->req.error_status, gw_reason(c->req.error_status),
+                           c->req.error_reason ? c->req.error_reason : "malformed");
+            break;
+        }
+        if (c->state == GW_CS_BODY && ev == HTTPREQ_NEED_MORE)
+            c->deadline = core_now_ms() + cfg->body_timeout; /* progress on the body */
+    }
+    if (from_held && c->in_len == 0) {
+        free(c->in);
+        c->in = NULL;
+        c->in_off = 0;
+        c->held = false;
+    }
+    return 0;
+}
+
+/* Writes pending output. Returns 1 if the connection was freed or is closing, else 0. */
+static int gw_conn_flush(struct gw_conn *c)
+{
+    while (c->out_len > c->out_off) {
+        ERR_clear_error();
+        int n = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
+        if (n > 0) {
+            c->out_off += (uint32_t)n;
+            GW_ADD(c->w->metrics.bytes_out, (uint64_t)n);
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            c->deadline = core_now_ms() + c->snap->cfg.send_timeout;
+            gw_conn_watch(c, e == SSL_ERROR_WANT_WRITE ? EV_WRITE : EV_READ);
+            return 0;
+        }
+        gw_conn_free(c, "write failed (client went away)");
+        return 1;
+    }
+    /* Everything written: an idle connection keeps no buffers. */
+    free(c->out);
+    c->out = NULL;
+    c->out_off = c->out_len = c->out_cap = 0;
+    if (c->close_after) {
+        gw_conn_linger(c, "response sent, closing");
+        return 1;
+    }
+    if (c->ev_what != EV_READ)
+        gw_conn_watch(c, EV_READ);
+    return 0;
+}
+
+static void gw_conn_count_handshake(struct gw_conn *c)
+{
+    struct gw_metrics *m = &c->w->metrics;
+    int v = SSL_version(c->ssl);
+    enum gw_tls_version tv = v == TLS1_3_VERSION   ? GW_TLS13
+                             : v == TLS1_2_VERSION ? GW_TLS12
+                             : v == TLS1_1_VERSION ? GW_TLS11
+                             : v == TLS1_VERSION   ? GW_TLS10
+                                                   : GW_TLS_OTHER;
+    GW_INC(m->hs_ok[tv]);
+    bool resumed = SSL_session_reused(c->ssl);
+    if (resumed)
+        GW_INC(m->hs_resumed);
+    if (c->snap->cfg.log_connections) {
+        char peer[64];
+        LOG_INFO("c%u.%llu TLS handshake done: %s %s%s from %s", c->w->id, (unsigned long long)c->id,
+                 SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+                 resumed ? " (resumed)" : "", gw_peer_str(c, peer, sizeof(peer)));
+    }
+}
+
+static enum gw_hs_fail gw_classify_hs_error(int sslerr, unsigned long e)
+{
+    if (sslerr == SSL_ERROR_SYSCALL || sslerr == SSL_ERROR_ZERO_RETURN)
+        return GW_HSF_CLOSED;
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+        return GW_HSF_OTHER;
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_VERSION_TOO_LOW:
+    case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+        return GW_HSF_PROTOCOL_VERSION;
+    case SSL_R_NO_SHARED_CIPHER:
+        return GW_HSF_NO_SHARED_CIPHER;
+    case SSL_R_NO_APPLICATION_PROTOCOL:
+        return GW_HSF_NO_ALPN;
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_UNKNOWN_PROTOCOL:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+    case SSL_R_RECORD_LENGTH_MISMATCH:
+        return GW_HSF_NOT_TLS;
+    case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+        return GW_HSF_CLOSED;
+    default:
+        return GW_HSF_OTHER;
+    }
+}
+
+static void gw_conn_handshake(struct gw_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        gw_conn_count_handshake(c);
+        c->state = GW_CS_IDLE;
+        c->deadline = core_now_ms() + c->snap->cfg.header_timeout;
+        gw_conn_read(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        gw_conn_watch(c, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE);
+        return;
+    }
+    unsigned long err = ERR_peek_error();
+    enum gw_hs_fail why = gw_classify_hs_error(e, err);
+    GW_INC(c->w->metrics.hs_fail[why]);
+    if (why == GW_HSF_NOT_TLS && ERR_GET_REASON(err) == SSL_R_HTTP_REQUEST) {
+        /* Plain HTTP on the TLS port: say so in plain HTTP before closing. */
+        static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                                   "Content-Length: 41\r\nConnection: close\r\n\r\n"
+                                   "This port speaks HTTPS (TLS 1.2 or newer)\n";
+        ssize_t wr = write(c->fd, resp, sizeof(resp) - 1);
+        (void)wr;
+    }
+    if (c->snap->cfg.log_connections) {
+        char buf[256] = "", peer[64];
+        if (err)
+            ERR_error_string_n(err, buf, sizeof(buf));
+        LOG_WARN("c%u.%llu TLS handshake failed: %s (%s) from %s", c->w->id, (unsigned long long)c->id,
+                 gw_hs_fail_name(why), *buf ? buf : "connection closed",
+                 gw_peer_str(c, peer, sizeof(peer)));
+    }
+    ERR_clear_error();
+    gw_conn_free(c, NULL);
+}
+
+/* Reads and handles what the client sent. Returns 1 if the connection was freed/closing. */
+static int gw_conn_read(struct gw_conn *c)
+{
+    struct gw_worker *w = c->w;
+    for (int i = 0; i < GW_READ_BUDGET; i++) {
+        if (c->held) {
+            /* Input parked behind a full output: write, then take up the parked bytes. */
+            if (gw_conn_flush(c))
+                return 1;
+            if (c->out_len > c->out_off)
+                return 0; /* still backed up: the write event resumes us */
+            gw_conn_process(c, c->in + c->in_off, c->in_len, true);
+            if (c->held)
+                continue;
+        }
+        if (c->close_after)
+            break;
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, w->scratch, GW_SCRATCH);
+        if (n > 0) {
+            GW_ADD(w->metrics.bytes_in, (uint64_t)n);
+            gw_conn_process(c, w->scratch, (size_t)n, false);
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_WANT_WRITE) {
+            gw_conn_watch(c, EV_WRITE);
+            return 0;
+        }
+        const char *why = "client closed the connection";
+        if (c->state == GW_CS_HEAD || c->state == GW_CS_BODY)
+            why = "client closed the connection in the middle of a request";
+        else if (e == SSL_ERROR_SSL)
+            why = "TLS error";
+        ERR_clear_error();
+        if (c->out_len > c->out_off) {
+            c->close_after = true; /* answer what was asked, then close */
+            break;
+        }
+        gw_conn_free(c, why);
+        return 1;
+    }
+    if (gw_conn_flush(c))
+        return 1;
+    if (c->out_len > c->out_off)
+        return 0; /* waiting to write; the flush armed the write event */
+    if (c->held || (!c->close_after && SSL_pending(c->ssl) > 0))
+        event_active(&c->ev, EV_READ, 1); /* budget spent with input still waiting */
+    else
+        gw_conn_watch(c, EV_READ);
+    return 0;
+}
+
+static void gw_conn_timeout(struct gw_conn *c)
+{
+    struct gw_metrics *m = &c->w->metrics;
+    switch (c->state) {
+    case GW_CS_HANDSHAKE:
+        GW_INC(m->hs_fail[GW_HSF_TIMEOUT]);
+        gw_conn_free(c, "TLS handshake timed out (tls.handshake_timeout)");
+        return;
+    case GW_CS_IDLE:
+        if (c->out_len > c->out_off)
+            break;
+        GW_INC(m->timeouts_idle);
+        gw_conn_free(c, c->nrequests ? "idle keep-alive timeout (http.idle_timeout)"
+                                     : "no request after the handshake (http.header_timeout)");
+        return;
+    case GW_CS_HEAD:
+    case GW_CS_BODY:
+        if (c->out_len > c->out_off)
+            break;
+        if (c->state == GW_CS_HEAD)
+            GW_INC(m->timeouts_header);
+        else
+            GW_INC(m->timeouts_body);
+        gw_conn_reject(c, 408, "Request Timeout",
+                       c->state == GW_CS_HEAD ? "headers not complete within http.header_timeout"
+                                              : "body stalled longer than http.body_timeout");
+        gw_conn_flush(c);
+        return;
+    case GW_CS_LINGER:
+        gw_conn_free(c, "closed after response");
+        return;
+    }
+    GW_INC(m->timeouts_send);
+    gw_conn_free(c, "client did not read its response (http.send_timeout)");
+}
+
+static void gw_conn_linger_read(struct gw_conn *c)
+{
+    char buf[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        gw_conn_free(c, "closed after response");
+        return;
+    }
+}
+
+static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        if (core_now_ms() >= c->deadline) {
+            gw_conn_timeout(c);
+            return;
+        }
+        if (!(what & (EV_READ | EV_WRITE))) {
+            gw_conn_watch(c, c->ev_what); /* woke early: re-arm for the rest */
+            return;
+        }
+    }
+    switch (c->state) {
+    case GW_CS_HANDSHAKE:
+        gw_conn_handshake(c);
+        return;
+    case GW_CS_LINGER:
+        gw_conn_linger_read(c);
+        return;
+    default:
+        break;
+    }
+    if (what & EV_WRITE) {
+        if (gw_conn_flush(c))
+            return;
+        if (c->held || c->ev_what == EV_READ)
+            gw_conn_read(c);
+        return;
+    }
+    if ((what & EV_READ) && c->out_len > c->out_off && c->ev_what == EV_READ) {
+        /* SSL_write wanted to read (a TLS 1.3 key update): retry the write first. */
+        if (gw_conn_flush(c))
+            return;
+    }
+    gw_conn_read(c);
+}
+
+void gw_conn_accept(struct gw_worker *w, int fd)
+{
+    struct gw_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    socklen_t sl = sizeof(c->peer);
+    getpeername(fd, &c->peer.sa, &sl);
+    c->w = w;
+    c->fd = fd;
+    c->id = ++w->next_conn_id;
+    c->snap = gw_snapshot_ref(w->snap);
+    c->ssl = SSL_new(c->snap->ssl_ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+        LOG_ERROR("cannot create TLS state for a new connection");
+        if (c->ssl)
+            SSL_free(c->ssl);
+        gw_snapshot_unref(c->snap);
+        close(fd);
+        free(c);
+        return;
+    }
+    SSL_set_accept_state(c->ssl);
+    httpreq_init(&c->req, &c->snap->limits, NULL, c);
+    c->started_ms = core_now_ms();
+    c->deadline = c->started_ms + c->snap->cfg.handshake_timeout;
+    c->state = GW_CS_HANDSHAKE;
+    c->next = w->conns.head;
+    if (c->next)
+        c->next->prev = c;
+    w->conns.head = c;
+    w->conns.count++;
+    GW_INC(w->metrics.conn_total);
+    GW_INC(w->metrics.conn_open);
+    if (w->draining)
+        c->draining = true;
+    /* Accepted sockets usually have the ClientHello waiting already: try at once. */
+    gw_conn_handshake(c);
+}
+
+void gw_conn_drain_all(struct gw_worker *w)
+{
+    struct gw_conn *c = w->conns.head;
+    while (c) {
+        struct gw_conn *next = c->next;
+        c->draining = true;
+        if (c->state == GW_CS_IDLE && c->out_len == c->out_off && !c->held)
+            gw_conn_free(c, "gateway draining (SIGTERM)");
+        c = next;
+    }
+}
+
+void gw_conn_close_all(struct gw_worker *w)
+{
+    while (w->conns.head)
+        gw_conn_free(w->conns.head, "gateway stopping");
+}

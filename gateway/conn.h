@@ -1,0 +1,60 @@
+/* One client connection: TLS on a non-blocking socket driven by a single libevent event, an
+ * HTTP/1.1 reader, and the output not yet written. Owned by its worker; touched only there. */
+#ifndef CMG_GW_CONN_H
+#define CMG_GW_CONN_H
+
+#include <netinet/in.h>
+
+#include "gw.h"
+
+enum gw_conn_state {
+    GW_CS_HANDSHAKE = 0,
+    GW_CS_IDLE,  /* between requests */
+    GW_CS_HEAD,  /* reading a request line and headers */
+    GW_CS_BODY,  /* reading a request body */
+    GW_CS_LINGER /* response sent, TLS closed, draining what the client still sends */
+};
+
+struct gw_conn {
+    struct gw_conn *prev, *next; /* worker's list */
+    struct gw_worker *w;         /* borrowed, outlives the connection */
+    struct gw_snapshot *snap;    /* ref held for the connection's life */
+    SSL *ssl;                    /* owned; NULL once lingering */
+    int fd;                      /* owned */
+    uint64_t id;
+    struct event ev; /* the one event: read or write readiness, plus the deadline timer */
+    short ev_what;   /* events ev is registered for, 0 when not added */
+    uint8_t state;   /* enum gw_conn_state */
+    bool close_after; /* close once the output is written */
+    bool draining;
+    bool head_done;   /* the current request's head has been acted on */
+    bool held;        /* input parked in `in` until the output drains */
+    uint32_t nrequests;
+    uint64_t deadline;    /* monotonic ms; what happens then depends on state */
+    uint64_t started_ms;  /* connection accepted */
+    uint64_t req_started; /* first byte of the current request */
+    uint64_t req_in, req_out;
+    struct httpreq req;
+    char *in; /* owned: unparsed input held back (pipelining under backpressure) */
+    uint32_t in_off, in_len;
+    char *out; /* owned: response bytes not yet accepted by SSL_write */
+    uint32_t out_off, out_len, out_cap;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in sin;
+        struct sockaddr_in6 sin6;
+    } peer;
+};
+
+/* Queues a complete response. `body` may be NULL; for HEAD only the headers go out.
+ * `extra` is "Name: value\r\n" lines or NULL. Sets close_after when the connection must end. */
+void gw_conn_respond(struct gw_conn *c, int status, const char *reason, const char *ctype,
+                     const char *body, size_t body_len, const char *extra);
+
+/* router.c: answers the current request (its head and body have been read). */
+void gw_router_handle(struct gw_conn *c);
+/* router.c: true if the method is one the gateway passes on (GET, HEAD, POST, PUT, CCM_POST,
+ * BITS_POST, PROPFIND). */
+bool gw_router_method_allowed(enum httpreq_method m);
+
+#endif

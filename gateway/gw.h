@@ -1,0 +1,154 @@
+/* cmg-gateway internals shared by its files: snapshots, workers, connections, metrics. */
+#ifndef CMG_GW_H
+#define CMG_GW_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/ssl.h>
+
+#include "core.h"
+#include "gwconfig.h"
+#include "httpreq.h"
+
+/* ---- counters ----
+ * Each worker writes only its own counters, with plain loads and stores (no lock prefix); the
+ * admin thread reads them with relaxed atomic loads. */
+#define GW_INC(field) __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + 1, \
+                                       __ATOMIC_RELAXED)
+#define GW_ADD(field, n)                                                                       \
+    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define GW_DEC(field) __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) - 1, \
+                                       __ATOMIC_RELAXED)
+#define GW_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+enum gw_tls_version { GW_TLS10, GW_TLS11, GW_TLS12, GW_TLS13, GW_TLS_OTHER, GW_TLS_NVERSIONS };
+
+enum gw_hs_fail {
+    GW_HSF_PROTOCOL_VERSION, /* client offered only versions below the floor */
+    GW_HSF_NO_SHARED_CIPHER,
+    GW_HSF_NO_ALPN,          /* client offered ALPN without http/1.1 */
+    GW_HSF_NOT_TLS,          /* plain HTTP or garbage on the TLS port */
+    GW_HSF_TIMEOUT,
+    GW_HSF_CLOSED,           /* peer closed or reset during the handshake */
+    GW_HSF_OTHER,
+    GW_HSF_N
+};
+
+struct gw_metrics {
+    uint64_t conn_open;
+    uint64_t conn_total;
+    uint64_t conn_refused;
+    uint64_t hs_ok[GW_TLS_NVERSIONS];
+    uint64_t hs_resumed;
+    uint64_t hs_fail[GW_HSF_N];
+    uint64_t requests;
+    uint64_t status[600];
+    uint64_t bytes_in;  /* application bytes read (decrypted) */
+    uint64_t bytes_out; /* application bytes written */
+    uint64_t timeouts_header, timeouts_idle, timeouts_body, timeouts_send;
+};
+
+const char *gw_hs_fail_name(enum gw_hs_fail f);
+const char *gw_tls_version_label(enum gw_tls_version v);
+
+/* ---- snapshot: everything built from one config, immutable, ref-counted ---- */
+struct gw_snapshot {
+    atomic_uint refs;
+    uint64_t generation;
+    struct gw_config cfg;       /* owned */
+    SSL_CTX *ssl_ctx;           /* owned reference */
+    struct httpreq_limits limits;
+    char service_name[256];
+    char ticket_file_sig[128];  /* what the ticket key file looked like when loaded */
+};
+
+/* Builds a snapshot from the config file. Returns NULL with every error printed in report. */
+struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
+                                      struct config_report *report);
+struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
+void gw_snapshot_unref(struct gw_snapshot *s);
+/* Signature (inode, size, mtime) of a file, "" if missing. */
+void gw_file_signature(const char *path, char *buf, size_t len);
+
+/* ---- workers ---- */
+struct gw_conn;
+
+struct gw_conn_list {
+    struct gw_conn *head;
+    unsigned count;
+};
+
+struct gw_server;
+
+struct gw_worker {
+    unsigned id;
+    char tag[16];
+    struct gw_server *server;      /* borrowed, outlives the worker */
+    pthread_t thread;
+    struct event_base *base;       /* owned */
+    struct core_mq *mq;            /* owned */
+    struct gw_snapshot *snap;      /* ref; new connections take theirs from here */
+    struct event **listeners;      /* owned; one per listen address */
+    int *listen_fds;
+    unsigned nlisteners;
+    bool accepting;
+    bool draining;
+    struct gw_conn_list conns;
+    unsigned max_conns;
+    uint64_t next_conn_id;
+    struct gw_metrics metrics;
+    struct log_ratelimit refuse_rl;
+    char *scratch; /* owned, GW_SCRATCH bytes: reads land here before parsing */
+    char date[64]; /* cached Date header value */
+    time_t date_sec;
+};
+
+#define GW_SCRATCH (16 * 1024 + 512)
+
+enum gw_msg_type { GW_MSG_SNAPSHOT = 1, GW_MSG_DRAIN, GW_MSG_STOP };
+
+struct gw_server {
+    const char *config_path;
+    struct event_base *base; /* main thread: admin, signals, timers */
+    struct gw_worker *workers;
+    unsigned nworkers;
+    struct gw_snapshot *snap; /* current, ref */
+    pthread_mutex_t snap_lock;
+    uint64_t generation;
+    atomic_bool draining;
+    atomic_uint workers_drained;
+    uint64_t reloads, reload_failures;
+    uint64_t start_wall_ms;
+    struct evhttp *admin; /* owned */
+};
+
+int gw_worker_start(struct gw_worker *w);
+/* Sends a message to a worker (any thread). Takes ownership of arg on success. */
+int gw_worker_post(struct gw_worker *w, enum gw_msg_type type, void *arg);
+void gw_worker_join(struct gw_worker *w);
+/* Refreshes w->date when the second changed; returns it. */
+const char *gw_worker_date(struct gw_worker *w);
+
+/* ---- connections ---- */
+/* Takes ownership of fd. */
+void gw_conn_accept(struct gw_worker *w, int fd);
+/* Closes idle connections and marks busy ones to close after their response (drain). */
+void gw_conn_drain_all(struct gw_worker *w);
+void gw_conn_close_all(struct gw_worker *w);
+
+/* ---- admin ---- */
+int gw_admin_start(struct gw_server *s, char *err, size_t errlen);
+void gw_admin_stop(struct gw_server *s);
+/* Prometheus text for all workers into a malloc'd string. */
+char *gw_metrics_render(struct gw_server *s, size_t *len);
+
+/* ---- listeners ---- */
+/* Opens a non-blocking SO_REUSEPORT listening socket on "host:port". Returns fd or -1. */
+int gw_listen_socket(const char *addr, int backlog, bool reuseport, char *err, size_t errlen);
+
+#endif

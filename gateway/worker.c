@@ -1,0 +1,241 @@
+/* Worker threads: one event_base each, one SO_REUSEPORT listener per address, and a message
+ * queue through which the main thread hands over snapshots and drain/stop orders. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gw.h"
+
+int gw_listen_socket(const char *addr, int backlog, bool reuseport, char *err, size_t errlen)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    size_t hl = (size_t)(colon - addr);
+    if (hl >= sizeof(host)) {
+        snprintf(err, errlen, "%s: address too long", addr);
+        return -1;
+    }
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    char *h = host;
+    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
+        h[hl - 1] = '\0';
+        h++;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "%s: %s", addr, gai_strerror(gai));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: socket: %s", addr, strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (res->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
+        snprintf(err, errlen, "%s: cannot listen: %s", addr, strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+const char *gw_worker_date(struct gw_worker *w)
+{
+    time_t now = time(NULL);
+    if (now != w->date_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(w->date, sizeof(w->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        w->date_sec = now;
+    }
+    return w->date;
+}
+
+static void gw_worker_stop_accepting(struct gw_worker *w)
+{
+    if (!w->accepting)
+        return;
+    w->accepting = false;
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        event_free(w->listeners[i]);
+        close(w->listen_fds[i]);
+        w->listeners[i] = NULL;
+        w->listen_fds[i] = -1;
+    }
+}
+
+static void gw_worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+    /* A bounded batch per wake-up keeps accepting fair to the connections already open. */
+    for (int i = 0; i < 64 && w->accepting; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                return;
+            unsigned sup;
+            if (log_ratelimit_pass(&w->refuse_rl, 1000, &sup))
+                LOG_ERROR("accept failed: %s (%u similar lines suppressed)", strerror(errno), sup);
+            return;
+        }
+        if (w->conns.count >= w->max_conns) {
+            /* Full: refuse at once rather than let the client wait in the backlog. */
+            GW_INC(w->metrics.conn_refused);
+            struct linger lg = {1, 0};
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            close(fd);
+            unsigned sup;
+            if (log_ratelimit_pass(&w->refuse_rl, 1000, &sup))
+                LOG_WARN("connection refused: worker holds %u connections, the most allowed "
+                         "(gateway.max_connections) (%u similar lines suppressed)",
+                         w->conns.count, sup);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        gw_conn_accept(w, fd);
+    }
+}
+
+static int gw_worker_listen(struct gw_worker *w, char *err, size_t errlen)
+{
+    const struct gw_config *c = &w->snap->cfg;
+    char *copy = strdup(c->listen);
+    char *save = NULL;
+    unsigned n = 0;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+        n++;
+    w->listeners = calloc(n, sizeof(*w->listeners));
+    w->listen_fds = calloc(n, sizeof(*w->listen_fds));
+    strcpy(copy, c->listen);
+    save = NULL;
+    int rc = 0;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        int fd = gw_listen_socket(t, (int)c->listen_backlog, true, err, errlen);
+        if (fd < 0) {
+            rc = -1;
+            break;
+        }
+        w->listen_fds[w->nlisteners] = fd;
+        w->listeners[w->nlisteners] =
+            event_new(w->base, fd, EV_READ | EV_PERSIST, gw_worker_accept_cb, w);
+        event_add(w->listeners[w->nlisteners], NULL);
+        w->nlisteners++;
+    }
+    free(copy);
+    w->accepting = true;
+    return rc;
+}
+
+static void gw_worker_check_drained(struct gw_worker *w)
+{
+    if (w->draining && w->conns.count == 0) {
+        w->draining = false; /* report once */
+        atomic_fetch_add(&w->server->workers_drained, 1);
+    }
+}
+
+static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
+{
+    struct gw_worker *w = ctx;
+    switch (msg->type) {
+    case GW_MSG_SNAPSHOT: {
+        struct gw_snapshot *old = w->snap;
+        w->snap = msg->arg;
+        gw_snapshot_unref(old);
+        break;
+    }
+    case GW_MSG_DRAIN:
+        gw_worker_stop_accepting(w);
+        w->draining = true;
+        gw_conn_drain_all(w);
+        gw_worker_check_drained(w);
+        break;
+    case GW_MSG_STOP:
+        gw_worker_stop_accepting(w);
+        gw_conn_close_all(w);
+        event_base_loopbreak(w->base);
+        break;
+    }
+}
+
+/* Called by conn.c whenever a connection goes away. */
+void gw_worker_conn_gone(struct gw_worker *w);
+void gw_worker_conn_gone(struct gw_worker *w)
+{
+    gw_worker_check_drained(w);
+}
+
+static void *gw_worker_main(void *arg)
+{
+    struct gw_worker *w = arg;
+    log_set_thread_tag(w->tag);
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int gw_worker_start(struct gw_worker *w)
+{
+    char err[512];
+    snprintf(w->tag, sizeof(w->tag), "w%u", w->id);
+    struct event_config *ec = event_config_new();
+    /* One thread per base: no locking inside libevent on the hot path. */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK); /* woken by eventfd, see core_mq */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (!w->base)
+        return -1;
+    w->mq = core_mq_new(w->base, 64, gw_worker_msg_cb, w);
+    w->scratch = malloc(GW_SCRATCH);
+    if (!w->mq || !w->scratch)
+        return -1;
+    unsigned nw = w->server->nworkers;
+    uint64_t maxc = w->snap->cfg.max_connections;
+    w->max_conns = (unsigned)((maxc + nw - 1) / nw);
+    if (gw_worker_listen(w, err, sizeof(err)) != 0) {
+        LOG_ERROR("%s", err);
+        return -1;
+    }
+    if (pthread_create(&w->thread, NULL, gw_worker_main, w) != 0)
+        return -1;
+    return 0;
+}
+
+int gw_worker_post(struct gw_worker *w, enum gw_msg_type type, void *arg)
+{
+    return core_mq_post(w->mq, type, arg);
+}
+
+void gw_worker_join(struct gw_worker *w)
+{
+    pthread_join(w->thread, NULL);
+    gw_worker_stop_accepting(w);
+    free(w->listeners);
+    free(w->listen_fds);
+    core_mq_free(w->mq);
+    event_base_free(w->base);
+    free(w->scratch);
+    gw_snapshot_unref(w->snap);
+    w->snap = NULL;
+}

@@ -1,0 +1,52 @@
+/* Types of the tls module that other modules may embed or pass around. */
+#ifndef CMG_TLS_T_H
+#define CMG_TLS_T_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/* One session-ticket key: 16-byte name, 32-byte HMAC key, 32-byte AES-256 key. */
+#define TLS_TICKET_NAME_LEN 16
+#define TLS_TICKET_SECRET_LEN 32
+#define TLS_TICKET_KEY_LEN (TLS_TICKET_NAME_LEN + 2 * TLS_TICKET_SECRET_LEN)
+#define TLS_TICKET_KEYS_MAX 8
+
+struct tls_ticket_key {
+    unsigned char name[TLS_TICKET_NAME_LEN];
+    unsigned char hmac_key[TLS_TICKET_SECRET_LEN];
+    unsigned char aes_key[TLS_TICKET_SECRET_LEN];
+};
+
+/* An immutable set of ticket keys as read from the shared key file. keys[0] encrypts new
+ * tickets; every key decrypts. */
+struct tls_ticket_keys {
+    unsigned count;
+    struct tls_ticket_key keys[TLS_TICKET_KEYS_MAX];
+};
+
+/* What `cmgctl pki init` makes. Strings are borrowed from the caller for the call. */
+struct tls_devpki_opts {
+    const char *service_name; /* CN and DNS SAN of the gateway certificate */
+    const char *pfx_password; /* password of every .pfx written */
+    unsigned valid_days;      /* validity of the certificates that are meant to be valid */
+};
+
+/* Settings the server context is built from (borrowed for the call). */
+struct tls_server_opts {
+    const char *pfx_file;      /* PKCS#12 with key + chain, or NULL */
+    const char *pfx_password;  /* may be NULL or "" */
+    const char *cert_file;     /* PEM chain (leaf first), used when pfx_file is NULL */
+    const char *key_file;      /* PEM private key */
+    bool enforce_tls12;        /* TLS 1.2 floor (true) or TLS 1.0 allowed (false) */
+    const char *tls12_ciphers; /* OpenSSL cipher list for TLS <= 1.2 */
+    const char *tls13_ciphersuites;
+    const char *groups;        /* key-exchange groups, "X25519:P-256:P-384" */
+    bool session_tickets;
+    const struct tls_ticket_keys *ticket_keys; /* copied; NULL = random per process */
+    unsigned session_timeout;                  /* seconds a ticket stays valid */
+    const char *alpn; /* the one ALPN protocol spoken, e.g. "http/1.1"; clients that offer ALPN
+                         without it fail the handshake with no_application_protocol */
+};
+
+#endif

@@ -1,0 +1,51 @@
+/* tls: server SSL_CTX building (PFX or PEM, TLS 1.2 floor, ciphers, ALPN, shared ticket keys),
+ * the session-ticket key file, and the development PKI. */
+#ifndef CMG_TLS_H
+#define CMG_TLS_H
+
+#include <openssl/ssl.h>
+#include "tls-t.h"
+
+/* ---- ticket key file (tickets.c) ----
+ * File format: text, one key per line as 160 hex digits (name | hmac | aes), '#' comments and
+ * blank lines ignored, first key encrypts, at most TLS_TICKET_KEYS_MAX keys. */
+
+/* Parses the key file text. Returns 0, or -1 with a message in err naming the line. */
+int tls_ticket_keys_parse(const char *text, size_t len, struct tls_ticket_keys *out, char *err,
+                          size_t errlen);
+/* Reads and parses a key file. Returns 0 or -1 with a message in err naming the file. */
+int tls_ticket_keys_load(const char *path, struct tls_ticket_keys *out, char *err, size_t errlen);
+/* Puts a fresh random key at the head of the file (creating it, mode 0600), keeping at most
+ * `keep` keys in all (older ones drop off), written atomically (temporary file + rename).
+ * Returns 0 or -1 with a message. */
+int tls_ticket_keys_rotate_file(const char *path, unsigned keep, char *err, size_t errlen);
+
+/* ---- server context (ctx.c) ---- */
+
+/* Builds a server SSL_CTX. Returns it (caller frees with SSL_CTX_free) or NULL with a message
+ * a person can act on in err (e.g. a wrong PFX password says so). */
+SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *opts, char *err, size_t errlen);
+/* Name of the protocol version of an established connection: "TLSv1.3" ... */
+const char *tls_version_name(const SSL *ssl);
+/* Subject CN of the context's certificate into buf (empty if none). */
+void tls_ctx_subject_cn(SSL_CTX *ctx, char *buf, size_t len);
+
+/* ---- development PKI (devpki.c) ---- */
+
+/* Creates DIR (if missing) and writes a complete development PKI into it, using OpenSSL's API:
+ *   root-ca.crt/.key, intermediate-ca.crt/.key, ca-chain.pem (intermediate + root),
+ *   server.crt/.key (ECDSA P-256; CN = service name, SAN DNS:service name, DNS:localhost,
+ *     IP:127.0.0.1, IP:::1; serverAuth), server-chain.pem (server + intermediate),
+ *   server.pfx (key + server + intermediate, password opts->pfx_password),
+ *   server-rsa.crt/.key/.pfx (same, RSA-2048),
+ *   client-valid.crt/.key/.pfx, client-revoked.crt/.key, client-expired.crt/.key
+ *     (clientAuth; CN client-valid / client-revoked / client-expired),
+ *   intermediate.crl (PEM CRL by the intermediate, lists client-revoked), root.crl,
+ *   connector.crt/.key/.pfx (CN cmg-connector, clientAuth + serverAuth),
+ *   token-signing.crt/.key (RSA-2048, digitalSignature, CN "SMS Token Signing"),
+ *   pfx-password.txt (the password, mode 0600).
+ * Private keys are written with mode 0600. Returns 0 or -1 with a message in err. */
+int tls_devpki_init(const char *dir, const struct tls_devpki_opts *opts, char *err,
+                    size_t errlen);
+
+#endif
