@@ -425,7 +425,8 @@ static void gw_conn_handshake(struct gw_conn *c)
 static int gw_conn_read(struct gw_conn *c)
 {
     struct gw_worker *w = c->w;
-    for (int i = 0; i < GW_READ_BUDGET; i++) {
+    int i;
+    for (i = 0; i < GW_READ_BUDGET; i++) {
         if (c->held) {
             /* Input parked behind a full output: write, then take up the parked bytes. */
             if (gw_conn_flush(c))
@@ -443,6 +444,10 @@ static int gw_conn_read(struct gw_conn *c)
         if (n > 0) {
             GW_ADD(w->metrics.bytes_in, (uint64_t)n);
             gw_conn_process(c, w->scratch, (size_t)n, false);
+            /* A short read with nothing buffered means the socket is empty: skip the recv
+             * that would only say EAGAIN (epoll is level-triggered and wakes us for more). */
+            if (!c->held && n < GW_SCRATCH && !SSL_has_pending(c->ssl))
+                break;
             continue;
         }
         int e = SSL_get_error(c->ssl, n);
@@ -469,8 +474,8 @@ static int gw_conn_read(struct gw_conn *c)
         return 1;
     if (c->out_len > c->out_off)
         return 0; /* waiting to write; the flush armed the write event */
-    if (c->held || (!c->close_after && SSL_pending(c->ssl) > 0))
-        event_active(&c->ev, EV_READ, 1); /* budget spent with input still waiting */
+    if ((i == GW_READ_BUDGET || c->held) && !c->close_after)
+        event_active(&c->ev, EV_READ, 1); /* budget spent: come back after the others */
     else
         gw_conn_watch(c, EV_READ);
     return 0;
