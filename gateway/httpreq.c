@@ -54,8 +54,10 @@ static int httpreq_on_url(llhttp_t *p, const char *at, size_t len)
     struct httpreq *r = httpreq_of(p);
     if (r->url_len == 0)
         r->url_off = r->head_len;
-    r->url_len += (uint32_t)len;
-    return httpreq_append(r, at, len);
+    int rc = httpreq_append(r, at, len);
+    if (rc == 0)
+        r->url_len += (uint32_t)len; /* only what was kept counts */
+    return rc;
 }
 
 static int httpreq_on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -79,8 +81,10 @@ static int httpreq_on_header_field(llhttp_t *p, const char *at, size_t len)
         h->value_off = UINT32_MAX; /* name still open */
         h->value_len = 0;
     }
-    h->name_len += (uint32_t)len;
-    return httpreq_append(r, at, len);
+    int rc = httpreq_append(r, at, len);
+    if (rc == 0)
+        h->name_len += (uint32_t)len;
+    return rc;
 }
 
 /* RFC 9110 5.6.2 token characters. */
@@ -119,8 +123,10 @@ static int httpreq_on_header_value(llhttp_t *p, const char *at, size_t len)
         r->in_value = true;
         h->value_off = r->head_len;
     }
-    h->value_len += (uint32_t)len;
-    return httpreq_append(r, at, len);
+    int rc = httpreq_append(r, at, len);
+    if (rc == 0)
+        h->value_len += (uint32_t)len;
+    return rc;
 }
 
 static int httpreq_on_header_value_complete(llhttp_t *p)
@@ -401,8 +407,12 @@ enum httpreq_event httpreq_feed(struct httpreq *r, const char *data, size_t len,
 
 const char *httpreq_url(const struct httpreq *r, size_t *len)
 {
+    if (!r->head) {
+        *len = 0;
+        return "";
+    }
     *len = r->url_len;
-    return r->head ? r->head + r->url_off : "";
+    return r->head + r->url_off;
 }
 
 const char *httpreq_header(const struct httpreq *r, const char *name, size_t *len)
