@@ -361,8 +361,8 @@ int config_load_file(const char *path, const struct config_key *schema, size_t n
         config_report_add(report, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
-    struct config_load_state st = {.schema = schema, .n = n, .target = target, .report = report,
-                                   .fp = fp};
+    struct config_load_state st = {
+        .schema = schema, .n = n, .target = target, .report = report, .fp = fp};
     int rc = config_load_common(&st);
     fclose(fp);
     return rc;
@@ -372,8 +372,8 @@ int config_load_string(const char *name, const char *text, const struct config_k
                        size_t n, void *target, struct config_report *report)
 {
     (void)name;
-    struct config_load_state st = {.schema = schema, .n = n, .target = target, .report = report,
-                                   .cursor = text};
+    struct config_load_state st = {
+        .schema = schema, .n = n, .target = target, .report = report, .cursor = text};
     return config_load_common(&st);
 }
 

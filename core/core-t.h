@@ -55,8 +55,8 @@ struct config_key {
 
 /* Where each key was set (0 = default) and what went wrong while loading. */
 struct config_report {
-    const char *path;     /* borrowed */
-    unsigned *line_of;    /* per schema index, owned (config_report_deinit) */
+    const char *path;  /* borrowed */
+    unsigned *line_of; /* per schema index, owned (config_report_deinit) */
     unsigned nerrors;
     char *errors[CONFIG_ERRORS_MAX]; /* owned messages "path:line: section.key: why" */
 };

@@ -9,8 +9,8 @@
 struct event_base;
 
 /* ---- time ---- */
-uint64_t core_now_ms(void);   /* monotonic milliseconds */
-uint64_t core_wall_ms(void);  /* milliseconds since the epoch */
+uint64_t core_now_ms(void);  /* monotonic milliseconds */
+uint64_t core_wall_ms(void); /* milliseconds since the epoch */
 
 /* ---- logging (log.c) ----
  * One process-wide logger; lines go to stderr (human) and to a CMTrace-format file that
@@ -31,10 +31,10 @@ bool log_ratelimit_pass(struct log_ratelimit *rl, uint64_t interval_ms, unsigned
 #define LOG_ERROR(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define LOG_WARN(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
 #define LOG_INFO(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
-#define LOG_VERBOSE(...)                                                                       \
-    do {                                                                                       \
-        if (log_enabled(LOG_LEVEL_VERBOSE))                                                    \
-            log_msg(LOG_LEVEL_VERBOSE, __VA_ARGS__);                                           \
+#define LOG_VERBOSE(...)                                                                           \
+    do {                                                                                           \
+        if (log_enabled(LOG_LEVEL_VERBOSE))                                                        \
+            log_msg(LOG_LEVEL_VERBOSE, __VA_ARGS__);                                               \
     } while (0)
 
 /* Formats one CMTrace line into buf (for tests and for the logger). Returns its length. */
@@ -69,6 +69,10 @@ int config_parse_bool(const char *s, bool *out, const char **why);
 int config_parse_size(const char *s, uint64_t *out, const char **why);
 int config_parse_duration(const char *s, uint64_t *out_ms, const char **why);
 int config_parse_uint(const char *s, uint64_t *out, const char **why);
+
+/* ---- files (io.c) ---- */
+/* Writes all of buf, retrying on EINTR and short writes. Returns 0 or -1 (errno set). */
+int core_write_all(int fd, const void *buf, size_t len);
 
 /* ---- per-worker message queue (mq.c) ----
  * Other threads post messages; the owner's loop runs `handler` for each, in order, on its own

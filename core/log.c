@@ -212,9 +212,9 @@ void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     if (g_log.fd >= 0) {
         char line[LOG_LINE_MAX + 64];
         snprintf(line, sizeof(line), "[%s] %s", t_tag, msg);
-        size_t cn = log_format_cmtrace(cm, sizeof(cm), line,
-                                       g_log.component ? g_log.component : "CMGService", level,
-                                       now, t_tid);
+        size_t cn =
+            log_format_cmtrace(cm, sizeof(cm), line,
+                               g_log.component ? g_log.component : "CMGService", level, now, t_tid);
         if (g_log.size + cn > g_log.max_size && g_log.size > 0)
             log_roll_locked();
         if (g_log.fd >= 0) {

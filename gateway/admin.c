@@ -11,9 +11,8 @@
 
 const char *gw_hs_fail_name(enum gw_hs_fail f)
 {
-    static const char *names[GW_HSF_N] = {"protocol_version", "no_shared_cipher", "no_alpn",
-                                          "not_tls",          "timeout",          "closed",
-                                          "other"};
+    static const char *names[GW_HSF_N] = {
+        "protocol_version", "no_shared_cipher", "no_alpn", "not_tls", "timeout", "closed", "other"};
     return f < GW_HSF_N ? names[f] : "other";
 }
 
@@ -29,7 +28,8 @@ struct gw_out {
     size_t len, cap;
 };
 
-static void gw_out_printf(struct gw_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void gw_out_printf(struct gw_out *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void gw_out_printf(struct gw_out *o, const char *fmt, ...)
 {
@@ -58,7 +58,7 @@ static void gw_metric_head(struct gw_out *o, const char *name, const char *type,
     gw_out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-#define GW_FOR_WORKERS(s, w)                                                                   \
+#define GW_FOR_WORKERS(s, w)                                                                       \
     for (struct gw_worker *w = (s)->workers; w < (s)->workers + (s)->nworkers; w++)
 
 static void gw_metric_simple(struct gw_out *o, struct gw_server *s, const char *name,
@@ -68,12 +68,11 @@ static void gw_metric_simple(struct gw_out *o, struct gw_server *s, const char *
     GW_FOR_WORKERS(s, w)
     {
         uint64_t *v = (uint64_t *)((char *)&w->metrics + off);
-        gw_out_printf(o, "%s{worker=\"%u\"} %llu\n", name, w->id,
-                      (unsigned long long)GW_GET(*v));
+        gw_out_printf(o, "%s{worker=\"%u\"} %llu\n", name, w->id, (unsigned long long)GW_GET(*v));
     }
 }
 
-#define GW_M(o, s, name, type, help, field)                                                    \
+#define GW_M(o, s, name, type, help, field)                                                        \
     gw_metric_simple(o, s, name, type, help, offsetof(struct gw_metrics, field))
 
 char *gw_metrics_render(struct gw_server *s, size_t *len)
@@ -117,8 +116,7 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
     GW_FOR_WORKERS(s, w)
     for (int f = 0; f < GW_HSF_N; f++)
         gw_out_printf(&o, "cmg_tls_handshake_failures_total{worker=\"%u\",reason=\"%s\"} %llu\n",
-                      w->id, gw_hs_fail_name(f),
-                      (unsigned long long)GW_GET(w->metrics.hs_fail[f]));
+                      w->id, gw_hs_fail_name(f), (unsigned long long)GW_GET(w->metrics.hs_fail[f]));
 
     gw_metric_head(&o, "cmg_http_requests_total", "counter", "Requests answered, by status.");
     GW_FOR_WORKERS(s, w)

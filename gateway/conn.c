@@ -61,8 +61,9 @@ static void gw_conn_free(struct gw_conn *c, const char *why)
         event_del(&c->ev);
     if (w->snap->cfg.log_connections && why) {
         char peer[64];
-        LOG_INFO("c%u.%llu closed: %s (%u requests, %llu ms, from %s)", c->w->id, (unsigned long long)c->id,
-                 why, c->nrequests, (unsigned long long)(core_now_ms() - c->started_ms),
+        LOG_INFO("c%u.%llu closed: %s (%u requests, %llu ms, from %s)", c->w->id,
+                 (unsigned long long)c->id, why, c->nrequests,
+                 (unsigned long long)(core_now_ms() - c->started_ms),
                  gw_peer_str(c, peer, sizeof(peer)));
     }
     if (c->ssl)
@@ -143,15 +144,15 @@ void gw_conn_respond(struct gw_conn *c, int status, const char *reason, const ch
     bool keep = gw_conn_keep_alive(c, status);
     bool head = c->req.method == HTTPREQ_M_HEAD;
     char hdr[1024];
-    int n = snprintf(hdr, sizeof(hdr),
-                     "HTTP/1.1 %d %s\r\nServer: cmg-gateway\r\nDate: %s\r\n%s%s%s"
-                     "Content-Length: %zu\r\n%s%s\r\n",
-                     status, reason, gw_worker_date(c->w), ctype ? "Content-Type: " : "",
-                     ctype ? ctype : "", ctype ? "\r\n" : "", body_len,
-                     keep ? (httpreq_version_minor(&c->req) == 0 ? "Connection: keep-alive\r\n"
-                                                                  : "")
-                          : "Connection: close\r\n",
-                     extra ? extra : "");
+    int n =
+        snprintf(hdr, sizeof(hdr),
+                 "HTTP/1.1 %d %s\r\nServer: cmg-gateway\r\nDate: %s\r\n%s%s%s"
+                 "Content-Length: %zu\r\n%s%s\r\n",
+                 status, reason, gw_worker_date(c->w), ctype ? "Content-Type: " : "",
+                 ctype ? ctype : "", ctype ? "\r\n" : "", body_len,
+                 keep ? (httpreq_version_minor(&c->req) == 0 ? "Connection: keep-alive\r\n" : "")
+                      : "Connection: close\r\n",
+                 extra ? extra : "");
     if (n < 0 || (size_t)n >= sizeof(hdr))
         n = snprintf(hdr, sizeof(hdr),
                      "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
@@ -188,7 +189,8 @@ void gw_conn_respond(struct gw_conn *c, int status, const char *reason, const ch
 static void gw_conn_reject(struct gw_conn *c, int status, const char *reason, const char *why)
 {
     if (c->snap->cfg.log_requests || c->snap->cfg.log_connections)
-        LOG_WARN("c%u.%llu bad request: %d %s (%s)", c->w->id, (unsigned long long)c->id, status, reason, why);
+        LOG_WARN("c%u.%llu bad request: %d %s (%s)", c->w->id, (unsigned long long)c->id, status,
+                 reason, why);
     char body[256];
     int n = snprintf(body, sizeof(body), "%d %s\n", status, reason);
     c->close_after = true;
@@ -347,8 +349,8 @@ static void gw_conn_count_handshake(struct gw_conn *c)
         GW_INC(m->hs_resumed);
     if (c->snap->cfg.log_connections) {
         char peer[64];
-        LOG_INFO("c%u.%llu TLS handshake done: %s %s%s from %s", c->w->id, (unsigned long long)c->id,
-                 SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+        LOG_INFO("c%u.%llu TLS handshake done: %s %s%s from %s", c->w->id,
+                 (unsigned long long)c->id, SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
                  resumed ? " (resumed)" : "", gw_peer_str(c, peer, sizeof(peer)));
     }
 }
@@ -413,8 +415,8 @@ static void gw_conn_handshake(struct gw_conn *c)
         char buf[256] = "", peer[64];
         if (err)
             ERR_error_string_n(err, buf, sizeof(buf));
-        LOG_WARN("c%u.%llu TLS handshake failed: %s (%s) from %s", c->w->id, (unsigned long long)c->id,
-                 gw_hs_fail_name(why), *buf ? buf : "connection closed",
+        LOG_WARN("c%u.%llu TLS handshake failed: %s (%s) from %s", c->w->id,
+                 (unsigned long long)c->id, gw_hs_fail_name(why), *buf ? buf : "connection closed",
                  gw_peer_str(c, peer, sizeof(peer)));
     }
     ERR_clear_error();

@@ -22,13 +22,13 @@ struct gw_conn {
     SSL *ssl;                    /* owned; NULL once lingering */
     int fd;                      /* owned */
     uint64_t id;
-    struct event ev; /* the one event: read or write readiness, plus the deadline timer */
-    short ev_what;   /* events ev is registered for, 0 when not added */
-    uint8_t state;   /* enum gw_conn_state */
+    struct event ev;  /* the one event: read or write readiness, plus the deadline timer */
+    short ev_what;    /* events ev is registered for, 0 when not added */
+    uint8_t state;    /* enum gw_conn_state */
     bool close_after; /* close once the output is written */
     bool draining;
-    bool head_done;   /* the current request's head has been acted on */
-    bool held;        /* input parked in `in` until the output drains */
+    bool head_done; /* the current request's head has been acted on */
+    bool held;      /* input parked in `in` until the output drains */
     uint32_t nrequests;
     uint64_t deadline;    /* monotonic ms; what happens then depends on state */
     uint64_t started_ms;  /* connection accepted */

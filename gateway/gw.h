@@ -18,12 +18,12 @@
 /* ---- counters ----
  * Each worker writes only its own counters, with plain loads and stores (no lock prefix); the
  * admin thread reads them with relaxed atomic loads. */
-#define GW_INC(field) __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + 1, \
-                                       __ATOMIC_RELAXED)
-#define GW_ADD(field, n)                                                                       \
+#define GW_INC(field)                                                                              \
+    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED)
+#define GW_ADD(field, n)                                                                           \
     __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
-#define GW_DEC(field) __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) - 1, \
-                                       __ATOMIC_RELAXED)
+#define GW_DEC(field)                                                                              \
+    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) - 1, __ATOMIC_RELAXED)
 #define GW_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
 enum gw_tls_version { GW_TLS10, GW_TLS11, GW_TLS12, GW_TLS13, GW_TLS_OTHER, GW_TLS_NVERSIONS };
@@ -31,10 +31,10 @@ enum gw_tls_version { GW_TLS10, GW_TLS11, GW_TLS12, GW_TLS13, GW_TLS_OTHER, GW_T
 enum gw_hs_fail {
     GW_HSF_PROTOCOL_VERSION, /* client offered only versions below the floor */
     GW_HSF_NO_SHARED_CIPHER,
-    GW_HSF_NO_ALPN,          /* client offered ALPN without http/1.1 */
-    GW_HSF_NOT_TLS,          /* plain HTTP or garbage on the TLS port */
+    GW_HSF_NO_ALPN, /* client offered ALPN without http/1.1 */
+    GW_HSF_NOT_TLS, /* plain HTTP or garbage on the TLS port */
     GW_HSF_TIMEOUT,
-    GW_HSF_CLOSED,           /* peer closed or reset during the handshake */
+    GW_HSF_CLOSED, /* peer closed or reset during the handshake */
     GW_HSF_OTHER,
     GW_HSF_N
 };
@@ -60,11 +60,11 @@ const char *gw_tls_version_label(enum gw_tls_version v);
 struct gw_snapshot {
     atomic_uint refs;
     uint64_t generation;
-    struct gw_config cfg;       /* owned */
-    SSL_CTX *ssl_ctx;           /* owned reference */
+    struct gw_config cfg; /* owned */
+    SSL_CTX *ssl_ctx;     /* owned reference */
     struct httpreq_limits limits;
     char service_name[256];
-    char ticket_file_sig[128];  /* what the ticket key file looked like when loaded */
+    char ticket_file_sig[128]; /* what the ticket key file looked like when loaded */
 };
 
 /* Builds a snapshot from the config file. Returns NULL with every error printed in report. */
@@ -88,12 +88,12 @@ struct gw_server;
 struct gw_worker {
     unsigned id;
     char tag[16];
-    struct gw_server *server;      /* borrowed, outlives the worker */
+    struct gw_server *server; /* borrowed, outlives the worker */
     pthread_t thread;
-    struct event_base *base;       /* owned */
-    struct core_mq *mq;            /* owned */
-    struct gw_snapshot *snap;      /* ref; new connections take theirs from here */
-    struct event **listeners;      /* owned; one per listen address */
+    struct event_base *base;  /* owned */
+    struct core_mq *mq;       /* owned */
+    struct gw_snapshot *snap; /* ref; new connections take theirs from here */
+    struct event **listeners; /* owned; one per listen address */
     int *listen_fds;
     unsigned nlisteners;
     bool accepting;

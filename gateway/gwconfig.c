@@ -11,9 +11,9 @@
 #define OFF(f) offsetof(struct gw_config, f)
 
 /* TLS 1.2 suites allowed by default: ECDHE key exchange with AEAD ciphers only. */
-#define GW_TLS12_CIPHERS                                                                       \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                               \
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
+#define GW_TLS12_CIPHERS                                                                           \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 const struct config_key gw_config_schema[] = {
@@ -54,8 +54,7 @@ const struct config_key gw_config_schema[] = {
     {"http", "max_body_bytes", CONFIG_SIZE, OFF(max_body_bytes), "64m", 0, 0, NULL, false},
     {"http", "header_timeout", CONFIG_DURATION, OFF(header_timeout), "15s", 100, 600000, NULL,
      false},
-    {"http", "idle_timeout", CONFIG_DURATION, OFF(idle_timeout), "120s", 100, 3600000, NULL,
-     false},
+    {"http", "idle_timeout", CONFIG_DURATION, OFF(idle_timeout), "120s", 100, 3600000, NULL, false},
     {"http", "body_timeout", CONFIG_DURATION, OFF(body_timeout), "60s", 100, 3600000, NULL, false},
     {"http", "send_timeout", CONFIG_DURATION, OFF(send_timeout), "60s", 100, 3600000, NULL, false},
     {"http", "max_keepalive_requests", CONFIG_UINT, OFF(max_keepalive_requests), "0", 0, 0, NULL,

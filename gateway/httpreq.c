@@ -288,8 +288,7 @@ static enum httpreq_event httpreq_error(struct httpreq *r, int status, const cha
 }
 
 /* Feeds llhttp and turns its result into an event. */
-static enum httpreq_event httpreq_run(struct httpreq *r, const char *data, size_t len,
-                                      size_t *used)
+static enum httpreq_event httpreq_run(struct httpreq *r, const char *data, size_t len, size_t *used)
 {
     int prev = r->state;
     r->feed_start = data;

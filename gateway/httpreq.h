@@ -56,7 +56,7 @@ struct httpreq {
     uint32_t url_off, url_len;
     struct httpreq_header *headers; /* owned */
     unsigned nheaders, headers_cap;
-    bool in_value;     /* llhttp is inside a header value */
+    bool in_value; /* llhttp is inside a header value */
     bool expect_continue;
     bool has_body;
     bool chunked;

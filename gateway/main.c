@@ -165,12 +165,10 @@ int main(int argc, char **argv)
 {
     const char *config = NULL;
     bool test_only = false;
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"test", no_argument, NULL, 't'},
-                                         {"print-defaults", no_argument, NULL, 'D'},
-                                         {"version", no_argument, NULL, 'V'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},   {"test", no_argument, NULL, 't'},
+        {"print-defaults", no_argument, NULL, 'D'}, {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
         switch (ch) {

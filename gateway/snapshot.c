@@ -57,7 +57,7 @@ static SSL_CTX *gw_snapshot_tls(struct gw_snapshot *s, struct config_report *r)
         const char *key = c->pfx_file && *c->pfx_file ? "pfx_file" : "cert_file";
         if (strstr(err, "password"))
             key = c->pfx_password_file && *c->pfx_password_file ? "pfx_password_file"
-                                                                  : "pfx_password";
+                                                                : "pfx_password";
         else if (strstr(err, "tls12_ciphers"))
             key = "tls12_ciphers";
         else if (strstr(err, "tls13_ciphersuites"))

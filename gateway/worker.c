@@ -29,7 +29,8 @@ int gw_listen_socket(const char *addr, int backlog, bool reuseport, char *err, s
         h[hl - 1] = '\0';
         h++;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);

@@ -14,7 +14,7 @@
 #include "tls.h"
 
 /* CBC suites that TLS 1.0/1.1 clients need; only added when the TLS 1.2 floor is off. */
-#define TLS_LEGACY_CIPHERS                                                                     \
+#define TLS_LEGACY_CIPHERS                                                                         \
     "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"
 
 struct tls_ctx_data {
@@ -26,8 +26,7 @@ struct tls_ctx_data {
 static int tls_ex_index = -1;
 static CRYPTO_ONCE tls_ex_once = CRYPTO_ONCE_STATIC_INIT;
 
-static void tls_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void tls_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     if (ptr) {
         OPENSSL_cleanse(ptr, sizeof(struct tls_ctx_data));
@@ -128,8 +127,7 @@ static int tls_load_pfx(SSL_CTX *ctx, const struct tls_server_opts *o, char *err
     }
     if (PKCS12_mac_present(p12) && !PKCS12_verify_mac(p12, pw, -1)) {
         ERR_clear_error();
-        snprintf(err, errlen,
-                 "cannot open PFX %s: wrong password (PKCS#12 integrity check failed)",
+        snprintf(err, errlen, "cannot open PFX %s: wrong password (PKCS#12 integrity check failed)",
                  o->pfx_file);
         goto out;
     }
@@ -203,8 +201,8 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err, size_t e
         SSL_CTX_set_security_level(ctx, 0);
     }
     char ciphers[2048];
-    snprintf(ciphers, sizeof(ciphers), "%s%s%s", o->tls12_ciphers,
-             o->enforce_tls12 ? "" : ":", o->enforce_tls12 ? "" : TLS_LEGACY_CIPHERS);
+    snprintf(ciphers, sizeof(ciphers), "%s%s%s", o->tls12_ciphers, o->enforce_tls12 ? "" : ":",
+             o->enforce_tls12 ? "" : TLS_LEGACY_CIPHERS);
     if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
         tls_err(err, errlen, "tls12_ciphers names no usable cipher");
         goto fail;

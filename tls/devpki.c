@@ -20,6 +20,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "core.h"
 #include "tls.h"
 
 #define DAY_SECS 86400L
@@ -195,21 +196,6 @@ static int make_dir(struct pki *p)
 
 /* ---- files ---- */
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Writes what mem holds to DIR/base+ext with exactly `mode`, replacing any earlier file. Takes
  * mem (may be NULL) and frees it; filled says whether producing its content worked. */
 static int save_mem(struct pki *p, const char *base, const char *ext, mode_t mode, BIO *mem,
@@ -231,7 +217,7 @@ static int save_mem(struct pki *p, const char *base, const char *ext, mode_t mod
     }
     /* fchmod before writing: an earlier file may have had a looser mode. */
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0 || fchmod(fd, mode) < 0 || write_all(fd, data, (size_t)len) < 0) {
+    if (fd < 0 || fchmod(fd, mode) < 0 || core_write_all(fd, data, (size_t)len) < 0) {
         pki_fail_sys(p, "%s", path);
         goto out;
     }

@@ -15,6 +15,7 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 
+#include "core.h"
 #include "tls.h"
 
 #define KEY_HEX_LEN (2 * TLS_TICKET_KEY_LEN)
@@ -271,21 +272,6 @@ static size_t format_keys(const struct tls_ticket_keys *keys, char buf[KEY_TEXT_
     return len;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* "dir/.base.XXXXXX" beside path, so rename() stays within one file system. */
 static int temp_name(const char *path, char *tmp, size_t cap)
 {
@@ -336,7 +322,7 @@ static int write_atomic(const char *path, const char *text, size_t len, char *er
         set_err(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(errno));
         return -1;
     }
-    if (fchmod(fd, 0600) < 0 || write_all(fd, text, len) < 0 || fsync(fd) < 0) {
+    if (fchmod(fd, 0600) < 0 || core_write_all(fd, text, len) < 0 || fsync(fd) < 0) {
         set_err(err, errlen, "%s: %s", tmp, strerror(errno));
         close(fd);
         goto fail;

@@ -41,7 +41,7 @@ struct tls_server_opts {
     bool enforce_tls12;        /* TLS 1.2 floor (true) or TLS 1.0 allowed (false) */
     const char *tls12_ciphers; /* OpenSSL cipher list for TLS <= 1.2 */
     const char *tls13_ciphersuites;
-    const char *groups;        /* key-exchange groups, "X25519:P-256:P-384" */
+    const char *groups; /* key-exchange groups, "X25519:P-256:P-384" */
     bool session_tickets;
     const struct tls_ticket_keys *ticket_keys; /* copied; NULL = random per process */
     unsigned session_timeout;                  /* seconds a ticket stays valid */

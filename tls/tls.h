@@ -45,7 +45,6 @@ void tls_ctx_subject_cn(SSL_CTX *ctx, char *buf, size_t len);
  *   token-signing.crt/.key (RSA-2048, digitalSignature, CN "SMS Token Signing"),
  *   pfx-password.txt (the password, mode 0600).
  * Private keys are written with mode 0600. Returns 0 or -1 with a message in err. */
-int tls_devpki_init(const char *dir, const struct tls_devpki_opts *opts, char *err,
-                    size_t errlen);
+int tls_devpki_init(const char *dir, const struct tls_devpki_opts *opts, char *err, size_t errlen);
 
 #endif

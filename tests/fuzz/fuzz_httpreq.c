@@ -15,8 +15,8 @@ static void on_body(void *ctx, const char *data, size_t len)
 
 static void run(const uint8_t *data, size_t size, size_t step)
 {
-    static const struct httpreq_limits limits = {.max_header_bytes = 2048, .max_headers = 20,
-                                                 .max_body_bytes = 4096};
+    static const struct httpreq_limits limits = {
+        .max_header_bytes = 2048, .max_headers = 20, .max_body_bytes = 4096};
     size_t total = 0;
     struct httpreq r;
     httpreq_init(&r, &limits, on_body, &total);

@@ -15,12 +15,12 @@ struct route_case {
 Test(route, table)
 {
     struct route_case cases[] = {
-        {"/CCM_Proxy_MutualAuth/ServiceMetadata", AUTH_ROUTE_SERVICE_METADATA, AUTH_SCHEME_NONE,
-         0, NULL},
-        {"/CCM_Proxy_ServerAuth/ServiceMetadata", AUTH_ROUTE_SERVICE_METADATA, AUTH_SCHEME_NONE,
-         0, NULL},
-        {"/ccm_proxy_mutualauth/servicemetadata", AUTH_ROUTE_SERVICE_METADATA, AUTH_SCHEME_NONE,
-         0, NULL},
+        {"/CCM_Proxy_MutualAuth/ServiceMetadata", AUTH_ROUTE_SERVICE_METADATA, AUTH_SCHEME_NONE, 0,
+         NULL},
+        {"/CCM_Proxy_ServerAuth/ServiceMetadata", AUTH_ROUTE_SERVICE_METADATA, AUTH_SCHEME_NONE, 0,
+         NULL},
+        {"/ccm_proxy_mutualauth/servicemetadata", AUTH_ROUTE_SERVICE_METADATA, AUTH_SCHEME_NONE, 0,
+         NULL},
         {"/CCM_Proxy_ServerAuth/AADAuthInfo", AUTH_ROUTE_AAD_AUTH_INFO, AUTH_SCHEME_NONE, 0, NULL},
         {"/CCM_Proxy_MutualAuth/AADAuthInfo", AUTH_ROUTE_UNKNOWN, AUTH_SCHEME_NONE, 0, NULL},
         {"/CCM_Proxy_MutualAuth/72057594037927939/SMS_MP/.sms_aut", AUTH_ROUTE_ROLE,

@@ -40,8 +40,11 @@ Test(log, file_rolls_over_to_lo_)
     char path[256], rolled[256];
     snprintf(path, sizeof(path), "%s/CMGService.log", dir);
     snprintf(rolled, sizeof(rolled), "%s/CMGService.lo_", dir);
-    struct log_opts o = {.file = path, .component = "CMGService", .max_size = 4096,
-                         .level = LOG_LEVEL_INFO, .to_stderr = false};
+    struct log_opts o = {.file = path,
+                         .component = "CMGService",
+                         .max_size = 4096,
+                         .level = LOG_LEVEL_INFO,
+                         .to_stderr = false};
     char err[256];
     cr_assert_eq(log_init(&o, err, sizeof(err)), 0, "%s", err);
     for (int i = 0; i < 100; i++)

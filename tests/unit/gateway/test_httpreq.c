@@ -5,8 +5,8 @@
 
 #include "httpreq.h"
 
-static struct httpreq_limits limits = {.max_header_bytes = 1024, .max_headers = 10,
-                                       .max_body_bytes = 100};
+static struct httpreq_limits limits = {
+    .max_header_bytes = 1024, .max_headers = 10, .max_body_bytes = 100};
 static char body[4096];
 static size_t body_len;
 
@@ -156,24 +156,32 @@ struct bad_case {
 Test(httpreq, malformed_and_smuggling_shapes_are_refused)
 {
     struct bad_case cases[] = {
-        {"CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
-                      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+        {"CL and TE",
+         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         400},
         {"two CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
          400},
         {"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  folded\r\n\r\n", 400},
         {"bare CR", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n", 400},
-        {"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           "zz\r\n", 400},
-        {"TE not chunked last", "POST / HTTP/1.1\r\nHost: a\r\n"
-                                "Transfer-Encoding: chunked, gzip\r\n\r\n", 400},
+        {"bad chunk size",
+         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "zz\r\n",
+         400},
+        {"TE not chunked last",
+         "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Transfer-Encoding: chunked, gzip\r\n\r\n",
+         400},
         {"no Host", "GET / HTTP/1.1\r\n\r\n", 400},
         {"two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
         {"unknown verb", "FOO_BAR / HTTP/1.1\r\nHost: a\r\n\r\n", 501},
         {"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400},
         {"space in header name", "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400},
         {"body too large", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n", 413},
-        {"chunked too large", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                              "65\r\n", 413},
+        {"chunked too large",
+         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "65\r\n",
+         413},
         {"bad Expect", "GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", 417},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -1,0 +1,20 @@
+/* Small file helpers shared by modules that write files (PKI, ticket keys). */
+#include <errno.h>
+#include <unistd.h>
+
+#include "core.h"
+
+int core_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
