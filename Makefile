@@ -45,7 +45,8 @@ test-asan: asan
 
 # libFuzzer targets, each run for FUZZ_SECONDS on its seed corpus.
 FUZZ_SECONDS ?= 30
-fuzz: deps
+fuzz:
+	CMG_FUZZ_DEPS=1 scripts/install-deps
 	cmake --preset fuzz >/dev/null
 	cmake --build $(FUZZ) -j$(JOBS)
 	scripts/run-fuzzers $(FUZZ) $(FUZZ_SECONDS)

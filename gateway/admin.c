@@ -98,6 +98,20 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
     gw_metric_head(&o, "cmg_config_generation", "gauge", "Generation of the active snapshot.");
     gw_out_printf(&o, "cmg_config_generation %llu\n", (unsigned long long)s->snap->generation);
 
+    struct gw_memory_stats ms;
+    if (gw_memory_stats(&ms)) {
+        gw_metric_head(&o, "cmg_memory_bytes", "gauge",
+                       "Allocator figures: allocated (live), active, resident, retained.");
+        gw_out_printf(&o, "cmg_memory_bytes{kind=\"allocated\"} %llu\n",
+                      (unsigned long long)ms.allocated);
+        gw_out_printf(&o, "cmg_memory_bytes{kind=\"active\"} %llu\n",
+                      (unsigned long long)ms.active);
+        gw_out_printf(&o, "cmg_memory_bytes{kind=\"resident\"} %llu\n",
+                      (unsigned long long)ms.resident);
+        gw_out_printf(&o, "cmg_memory_bytes{kind=\"retained\"} %llu\n",
+                      (unsigned long long)ms.retained);
+    }
+
     GW_M(&o, s, "cmg_connections_open", "gauge", "Client connections open now.", conn_open);
     GW_M(&o, s, "cmg_connections_total", "counter", "Client connections accepted.", conn_total);
     GW_M(&o, s, "cmg_connections_refused_total", "counter",

@@ -141,6 +141,16 @@ void gw_conn_accept(struct gw_worker *w, int fd);
 void gw_conn_drain_all(struct gw_worker *w);
 void gw_conn_close_all(struct gw_worker *w);
 
+/* ---- allocator (memory.c) ---- */
+struct gw_memory_stats {
+    uint64_t allocated; /* bytes in live allocations */
+    uint64_t active;    /* bytes in pages holding live allocations */
+    uint64_t resident;  /* bytes the allocator holds in RAM, including its metadata */
+    uint64_t retained;  /* virtual memory kept for reuse, not in RAM */
+};
+/* Fills out and returns true when the allocator reports figures (jemalloc builds). */
+bool gw_memory_stats(struct gw_memory_stats *out);
+
 /* ---- admin ---- */
 int gw_admin_start(struct gw_server *s, char *err, size_t errlen);
 void gw_admin_stop(struct gw_server *s);
