@@ -1,0 +1,81 @@
+/* Types of JSON Web Token handling (auth/jwt.c, auth/jwks.c, auth/entra.c). */
+#ifndef CMG_AUTH_JWT_T_H
+#define CMG_AUTH_JWT_T_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#define AUTH_JWT_MAX_LEN 16384 /* a token longer than this is refused unread */
+#define AUTH_JWKS_MAX_KEYS 64
+
+/* Why a token was refused; names (auth_token_error_name) label logs and metrics. */
+enum auth_token_error {
+    AUTH_TOKEN_OK = 0,
+    AUTH_TOKEN_MALFORMED, /* not three base64url parts of JSON objects */
+    AUTH_TOKEN_TOO_LARGE,
+    AUTH_TOKEN_UNSUPPORTED_ALG, /* anything but RS256, including none and HS* */
+    AUTH_TOKEN_UNKNOWN_KID,     /* no key with that id */
+    AUTH_TOKEN_KEY_MISMATCH,    /* the key found is not an RSA signing key */
+    AUTH_TOKEN_BAD_SIGNATURE,
+    AUTH_TOKEN_EXPIRED,
+    AUTH_TOKEN_NOT_YET_VALID,
+    AUTH_TOKEN_ISSUED_IN_FUTURE,
+    AUTH_TOKEN_MISSING_CLAIM,
+    AUTH_TOKEN_BAD_AUDIENCE,
+    AUTH_TOKEN_BAD_ISSUER,
+    AUTH_TOKEN_TENANT_NOT_ALLOWED,
+    AUTH_TOKEN_ERROR_N
+};
+
+/* A decoded (not yet trusted) token. Owns its JSON and signature. */
+struct auth_jwt {
+    json_t *header;     /* owned */
+    json_t *payload;    /* owned */
+    unsigned char *sig; /* owned */
+    size_t sig_len;
+    const char *signing_input; /* borrowed from the token text given to auth_jwt_decode */
+    size_t signing_input_len;
+    const char *alg; /* borrowed from header */
+    const char *kid; /* borrowed from header; kid, else x5t; NULL if neither */
+};
+
+/* One verification key from a JWKS document. */
+struct auth_jwk {
+    char kid[128];
+    char issuer[256]; /* "" when the JWK names none; may hold "{tenantid}" */
+    EVP_PKEY *key;    /* owned; RSA public key */
+};
+
+/* A parsed JWKS: immutable once built, shared by reference between workers. */
+struct auth_jwks {
+    unsigned nkeys;
+    unsigned skipped; /* keys that were not RSA signing keys */
+    struct auth_jwk keys[AUTH_JWKS_MAX_KEYS];
+};
+
+enum auth_entra_cloud { AUTH_ENTRA_PUBLIC = 0, AUTH_ENTRA_USGOV = 1 };
+
+/* What an Entra ID access token must satisfy. Strings are borrowed for the call. */
+struct auth_entra_policy {
+    enum auth_entra_cloud cloud;
+    const char *const *tenants; /* allowed tenant GUIDs (lower case) */
+    size_t ntenants;
+    const char *const *audiences; /* App ID URI and/or client id */
+    size_t naudiences;
+    int64_t skew; /* seconds, 300 by default */
+    int64_t now;  /* Unix seconds */
+};
+
+/* Who the token says the caller is (copied out of the token). */
+struct auth_entra_identity {
+    char tenant[40];
+    char object_id[40];
+    char app_id[40];
+    char version[8];
+    int64_t expires;
+};
+
+#endif

@@ -1,0 +1,40 @@
+/* JSON Web Tokens: decoding, RS256 verification, JWKS key sets, Entra ID access-token rules.
+ * Sans-I/O: keys arrive as JWKS text fetched elsewhere, time arrives as an argument. The
+ * algorithm is pinned to RS256 by the verifier, never taken from the token. */
+#ifndef CMG_AUTH_JWT_H
+#define CMG_AUTH_JWT_H
+
+#include <sys/types.h>
+
+#include "jwt-t.h"
+
+const char *auth_token_error_name(enum auth_token_error e);
+
+/* Decodes base64url without padding (RFC 7515 2). Returns the length written to out (which
+ * must hold len * 3 / 4 + 3 bytes), or -1 on any character outside the alphabet, on padding,
+ * or on a length no encoder produces. */
+ssize_t auth_b64url_decode(const char *in, size_t len, unsigned char *out);
+
+/* Splits and decodes a compact JWS. On success fills jwt (free with auth_jwt_clear) and
+ * returns AUTH_TOKEN_OK; `token` must outlive jwt. Duplicate JSON keys are refused. */
+enum auth_token_error auth_jwt_decode(const char *token, size_t len, struct auth_jwt *jwt);
+void auth_jwt_clear(struct auth_jwt *jwt);
+/* Verifies an RS256 signature with `key` (must be an RSA key). */
+enum auth_token_error auth_jwt_verify_rs256(const struct auth_jwt *jwt, EVP_PKEY *key);
+
+/* Parses a JWKS document ({"keys":[{"kty":"RSA","kid":...,"n":...,"e":...}]}). Returns a new
+ * set (free with auth_jwks_free) or NULL with a reason in err. Non-RSA or non-signing keys are
+ * skipped and counted. */
+struct auth_jwks *auth_jwks_parse(const char *json, size_t len, char *err, size_t errlen);
+void auth_jwks_free(struct auth_jwks *set);
+const struct auth_jwk *auth_jwks_find(const struct auth_jwks *set, const char *kid);
+
+/* Validates an Entra ID access token against the policy and the tenant's keys, in the order of
+ * the identity platform's rules: alg, key, signature, tenant, issuer (v1 or v2 by `ver`),
+ * audience, lifetime with skew. Fills id on success. */
+enum auth_token_error auth_entra_verify(const char *token, size_t len,
+                                        const struct auth_entra_policy *policy,
+                                        const struct auth_jwks *keys,
+                                        struct auth_entra_identity *id);
+
+#endif
