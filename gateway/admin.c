@@ -159,6 +159,13 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
             gw_out_printf(&o, "cmg_http_timeouts_total{worker=\"%u\",kind=\"%s\"} %llu\n", w->id,
                           t[i].kind, (unsigned long long)GW_GET(*t[i].v));
     }
+    gw_metric_head(&o, "cmg_auth_client_certificates_total", "counter",
+                   "Client-certificate decisions on CCM_Proxy_MutualAuth routes, by verdict.");
+    GW_FOR_WORKERS(s, w)
+    for (int v = 0; v < TLS_CLIENT_VERDICT_N; v++)
+        gw_out_printf(&o, "cmg_auth_client_certificates_total{worker=\"%u\",verdict=\"%s\"} %llu\n",
+                      w->id, tls_client_verdict_name(v),
+                      (unsigned long long)GW_GET(w->metrics.client_cert[v]));
     *len = o.len;
     return o.buf;
 }

@@ -347,11 +347,17 @@ static void gw_conn_count_handshake(struct gw_conn *c)
     bool resumed = SSL_session_reused(c->ssl);
     if (resumed)
         GW_INC(m->hs_resumed);
+    const char *detail = NULL;
+    c->cert_verdict = (uint8_t)tls_client_verdict_of(c->ssl, c->snap->client_trust, &detail);
     if (c->snap->cfg.log_connections) {
-        char peer[64];
-        LOG_INFO("c%u.%llu TLS handshake done: %s %s%s from %s", c->w->id,
+        char peer[64], cert[300] = "";
+        if (c->cert_verdict != TLS_CLIENT_NONE)
+            snprintf(cert, sizeof(cert), ", client certificate %s%s%s",
+                     tls_client_verdict_name(c->cert_verdict), detail && *detail ? ": " : "",
+                     detail ? detail : "");
+        LOG_INFO("c%u.%llu TLS handshake done: %s %s%s from %s%s", c->w->id,
                  (unsigned long long)c->id, SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
-                 resumed ? " (resumed)" : "", gw_peer_str(c, peer, sizeof(peer)));
+                 resumed ? " (resumed)" : "", gw_peer_str(c, peer, sizeof(peer)), cert);
     }
 }
 

@@ -27,8 +27,9 @@ struct gw_conn {
     uint8_t state;    /* enum gw_conn_state */
     bool close_after; /* close once the output is written */
     bool draining;
-    bool head_done; /* the current request's head has been acted on */
-    bool held;      /* input parked in `in` until the output drains */
+    bool head_done;       /* the current request's head has been acted on */
+    bool held;            /* input parked in `in` until the output drains */
+    uint8_t cert_verdict; /* enum tls_client_verdict, set when the handshake ends */
     uint32_t nrequests;
     uint64_t deadline;    /* monotonic ms; what happens then depends on state */
     uint64_t started_ms;  /* connection accepted */

@@ -14,6 +14,7 @@
 #include "core.h"
 #include "gwconfig.h"
 #include "httpreq.h"
+#include "tls.h"
 
 /* ---- counters ----
  * Each worker writes only its own counters, with plain loads and stores (no lock prefix); the
@@ -51,6 +52,7 @@ struct gw_metrics {
     uint64_t bytes_in;  /* application bytes read (decrypted) */
     uint64_t bytes_out; /* application bytes written */
     uint64_t timeouts_header, timeouts_idle, timeouts_body, timeouts_send;
+    uint64_t client_cert[TLS_CLIENT_VERDICT_N]; /* verdicts applied on MutualAuth routes */
 };
 
 const char *gw_hs_fail_name(enum gw_hs_fail f);
@@ -60,8 +62,9 @@ const char *gw_tls_version_label(enum gw_tls_version v);
 struct gw_snapshot {
     atomic_uint refs;
     uint64_t generation;
-    struct gw_config cfg; /* owned */
-    SSL_CTX *ssl_ctx;     /* owned reference */
+    struct gw_config cfg;                  /* owned */
+    SSL_CTX *ssl_ctx;                      /* owned reference */
+    struct tls_client_trust *client_trust; /* owned; NULL when no trusted_certs */
     struct httpreq_limits limits;
     char service_name[256];
     char ticket_file_sig[128]; /* what the ticket key file looked like when loaded */

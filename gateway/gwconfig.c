@@ -62,6 +62,10 @@ const struct config_key gw_config_schema[] = {
     {"http", "max_pipeline_bytes", CONFIG_SIZE, OFF(max_pipeline_bytes), "64k", 4096, 16777216,
      NULL, false},
 
+    {"auth", "trusted_certs", CONFIG_STRING, OFF(trusted_certs), NULL, 0, 0, NULL, false},
+    {"auth", "crl_files", CONFIG_STRING, OFF(crl_files), NULL, 0, 0, NULL, false},
+    {"auth", "verify_revocation", CONFIG_BOOL, OFF(verify_revocation), "true", 0, 0, NULL, false},
+
     {"admin", "enabled", CONFIG_BOOL, OFF(admin_enabled), "true", 0, 0, NULL, true},
     {"admin", "listen", CONFIG_STRING, OFF(admin_listen), "127.0.0.1:9180", 0, 0, NULL, true},
 
@@ -96,6 +100,25 @@ static void gw_resolve_path(char **p, const char *cfgdir)
     snprintf(abs, n, "%s/%s", cfgdir, *p);
     free(*p);
     *p = abs;
+}
+
+/* The same for a comma-separated list of paths. */
+static void gw_resolve_list(char **list, const char *cfgdir)
+{
+    if (!gw_set(*list))
+        return;
+    size_t cap = strlen(*list) * 2 + 4096, used = 0;
+    char *out = calloc(1, cap);
+    char *copy = strdup(*list), *save = NULL;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        char *one = strdup(t);
+        gw_resolve_path(&one, cfgdir);
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? "," : "", one);
+        free(one);
+    }
+    free(copy);
+    free(*list);
+    *list = out;
 }
 
 static void gw_check_readable(struct config_report *r, const char *section, const char *name,
@@ -165,6 +188,8 @@ static void gw_config_validate(struct gw_config *c, struct config_report *r)
     gw_resolve_path(&c->key_file, dir);
     gw_resolve_path(&c->ticket_key_file, dir);
     gw_resolve_path(&c->log_file, dir);
+    gw_resolve_list(&c->trusted_certs, dir);
+    gw_resolve_list(&c->crl_files, dir);
     free(dir);
 
     bool pfx = gw_set(c->pfx_file), pem = gw_set(c->cert_file) || gw_set(c->key_file);

@@ -46,6 +46,10 @@ struct gw_config {
     uint64_t send_timeout;
     uint64_t max_keepalive_requests;
     uint64_t max_pipeline_bytes;
+    /* [auth] */
+    char *trusted_certs; /* comma-separated files */
+    char *crl_files;
+    bool verify_revocation;
     /* [admin] */
     bool admin_enabled;
     char *admin_listen;

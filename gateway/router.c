@@ -82,6 +82,33 @@ static void gw_plain(struct gw_conn *c, int status, const char *reason, const ch
     gw_conn_respond(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n, extra);
 }
 
+/* CCM_Proxy_MutualAuth/<role id>/...: the client certificate decides, before anything is
+ * forwarded. Reason phrases are the product's: a missing certificate is
+ * CMGConnector_Clientcertificaterequired, an unacceptable one CMGConnector_Forbidden. */
+static void gw_mutual_auth(struct gw_conn *c, const struct auth_route *route)
+{
+    enum tls_client_verdict v = c->cert_verdict;
+    GW_INC(c->w->metrics.client_cert[v < TLS_CLIENT_VERDICT_N ? v : TLS_CLIENT_INVALID]);
+    if (v == TLS_CLIENT_OK) {
+        char body[160];
+        int n = snprintf(body, sizeof(body),
+                         "503 no connection point serves role id %llu on this instance\n",
+                         (unsigned long long)route->role_id);
+        gw_conn_respond(c, 503, "Service Unavailable", "text/plain; charset=utf-8", body, (size_t)n,
+                        "Retry-After: 30\r\n");
+        return;
+    }
+    const char *detail = NULL;
+    tls_client_verdict_of(c->ssl, c->snap->client_trust, &detail);
+    LOG_WARN("c%u.%llu client certificate refused for role id %llu: %s%s%s", c->w->id,
+             (unsigned long long)c->id, (unsigned long long)route->role_id,
+             tls_client_verdict_name(v), detail && *detail ? ": " : "", detail ? detail : "");
+    if (v == TLS_CLIENT_NONE)
+        gw_plain(c, 403, "CMGConnector_Clientcertificaterequired", NULL);
+    else
+        gw_plain(c, 403, "CMGConnector_Forbidden", NULL);
+}
+
 void gw_router_handle(struct gw_conn *c)
 {
     static const char allow[] = "Allow: GET, HEAD, POST, PUT, CCM_POST, BITS_POST, PROPFIND\r\n";
@@ -106,8 +133,16 @@ void gw_router_handle(struct gw_conn *c)
         else
             gw_plain(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n");
         return;
+    case AUTH_ROUTE_ROLE:
+        if (route.scheme == AUTH_SCHEME_MUTUAL) {
+            gw_mutual_auth(c, &route);
+            return;
+        }
+        /* Bearer-token routes answer once token validation is wired in. */
+        gw_plain(c, 404, "Not Found", NULL);
+        return;
     default:
-        /* Role ids, AADAuthInfo and content answer once routing, auth and content exist. */
+        /* AADAuthInfo and content answer once their issues land. */
         gw_plain(c, 404, "Not Found", NULL);
         return;
     }

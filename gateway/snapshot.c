@@ -24,6 +24,39 @@ static size_t gw_key(const char *section, const char *name)
     return (size_t)config_find(gw_config_schema, gw_config_schema_len, section, name);
 }
 
+/* Splits a comma-separated list into up to `max` pointers into `copy` (caller frees copy). */
+static size_t gw_split(const char *list, char **copy, const char **out, size_t max)
+{
+    *copy = strdup(list ? list : "");
+    size_t n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(*copy, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save))
+        out[n++] = t;
+    return n;
+}
+
+static int gw_snapshot_client_trust(struct gw_snapshot *s, struct config_report *r)
+{
+    struct gw_config *c = &s->cfg;
+    if (!c->trusted_certs || !*c->trusted_certs)
+        return 0;
+    const char *certs[64], *crls[64];
+    char *cc, *cl, err[512];
+    size_t nc = gw_split(c->trusted_certs, &cc, certs, 64);
+    size_t nl = gw_split(c->crl_files, &cl, crls, 64);
+    s->client_trust =
+        tls_client_trust_load(certs, nc, crls, nl, c->verify_revocation, err, sizeof(err));
+    free(cc);
+    free(cl);
+    if (!s->client_trust) {
+        config_report_error(r, gw_config_schema,
+                            gw_key("auth", strstr(err, "CRL") ? "crl_files" : "trusted_certs"),
+                            "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
 static SSL_CTX *gw_snapshot_tls(struct gw_snapshot *s, struct config_report *r)
 {
     struct gw_config *c = &s->cfg;
@@ -50,6 +83,7 @@ static SSL_CTX *gw_snapshot_tls(struct gw_snapshot *s, struct config_report *r)
         .ticket_keys = &keys,
         .session_timeout = (unsigned)(c->session_lifetime / 1000),
         .alpn = "http/1.1",
+        .client_trust = s->client_trust,
     };
     SSL_CTX *ctx = tls_server_ctx_new(&o, err, sizeof(err));
     memset(&keys, 0, sizeof(keys));
@@ -81,6 +115,8 @@ struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
     s->generation = generation;
     if (gw_config_load(path, &s->cfg, report) != 0)
         goto fail;
+    if (gw_snapshot_client_trust(s, report) != 0)
+        goto fail;
     s->ssl_ctx = gw_snapshot_tls(s, report);
     if (!s->ssl_ctx)
         goto fail;
@@ -109,6 +145,7 @@ void gw_snapshot_unref(struct gw_snapshot *s)
         return;
     if (s->ssl_ctx)
         SSL_CTX_free(s->ssl_ctx);
+    tls_client_trust_free(s->client_trust); /* after the context that borrowed it */
     gw_config_free(&s->cfg);
     free(s);
 }

@@ -17,6 +17,8 @@
 #define TLS_LEGACY_CIPHERS                                                                         \
     "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"
 
+void tls_client_ctx_setup(SSL_CTX *ctx, const struct tls_client_trust *t); /* client.c */
+
 struct tls_ctx_data {
     struct tls_ticket_keys keys; /* count 0: OpenSSL's own per-process keys */
     char alpn[32];
@@ -224,6 +226,10 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err, size_t e
     SSL_CTX_set_read_ahead(ctx, 1);
     /* Resumption is by tickets only: stateless, so it works on any instance. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    /* Sessions carry the client certificate when one was requested; OpenSSL resumes those only
+     * within a named context. The same name on every instance keeps tickets portable. */
+    static const unsigned char sid_ctx[] = "cmg-gateway";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     SSL_CTX_set_timeout(ctx, o->session_timeout ? o->session_timeout : 7200);
     if (!o->session_tickets) {
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
@@ -235,6 +241,9 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err, size_t e
             SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
         }
     }
+
+    if (o->client_trust)
+        tls_client_ctx_setup(ctx, o->client_trust);
 
     if (o->pfx_file && *o->pfx_file) {
         if (tls_load_pfx(ctx, o, err, errlen) != 0)

@@ -32,6 +32,24 @@ struct tls_devpki_opts {
     unsigned valid_days;      /* validity of the certificates that are meant to be valid */
 };
 
+/* What the gateway concluded about the client certificate of a connection. */
+enum tls_client_verdict {
+    TLS_CLIENT_NONE = 0,  /* no certificate offered */
+    TLS_CLIENT_OK,        /* chains to a trusted root, clientAuth, valid, not revoked */
+    TLS_CLIENT_UNTRUSTED, /* unknown root, or an intermediate that is not configured */
+    TLS_CLIENT_EXPIRED,
+    TLS_CLIENT_NOT_YET_VALID,
+    TLS_CLIENT_REVOKED,
+    TLS_CLIENT_WRONG_USAGE,        /* no clientAuth extended key usage */
+    TLS_CLIENT_REVOCATION_UNKNOWN, /* no CRL for an issuer, or its CRL is out of date */
+    TLS_CLIENT_INVALID,            /* bad signature or anything else */
+    TLS_CLIENT_VERDICT_N
+};
+
+/* The trusted roots and intermediates for client certificates (the product's "Certificates"
+ * list) and the CRLs, immutable once built. */
+struct tls_client_trust;
+
 /* Settings the server context is built from (borrowed for the call). */
 struct tls_server_opts {
     const char *pfx_file;      /* PKCS#12 with key + chain, or NULL */
@@ -43,8 +61,11 @@ struct tls_server_opts {
     const char *tls13_ciphersuites;
     const char *groups; /* key-exchange groups, "X25519:P-256:P-384" */
     bool session_tickets;
-    const struct tls_ticket_keys *ticket_keys; /* copied; NULL = random per process */
-    unsigned session_timeout;                  /* seconds a ticket stays valid */
+    const struct tls_ticket_keys *ticket_keys;   /* copied; NULL = random per process */
+    unsigned session_timeout;                    /* seconds a ticket stays valid */
+    const struct tls_client_trust *client_trust; /* NULL: no client certificate is requested;
+                                                    else requested (not required) and judged,
+                                                    borrowed for the context's life */
     const char *alpn; /* the one ALPN protocol spoken, e.g. "http/1.1"; clients that offer ALPN
                          without it fail the handshake with no_application_protocol */
 };

@@ -30,6 +30,29 @@ const char *tls_version_name(const SSL *ssl);
 /* Subject CN of the context's certificate into buf (empty if none). */
 void tls_ctx_subject_cn(SSL_CTX *ctx, char *buf, size_t len);
 
+/* ---- client certificates (client.c) ---- */
+
+/* Loads trusted certificates (PEM bundles or DER files: self-signed ones become roots, the
+ * others intermediates) and CRL files (PEM or DER). With check_revocation every certificate
+ * of a chain needs a current CRL from its issuer. Returns a new trust (tls_client_trust_free)
+ * or NULL with a message naming the file. */
+struct tls_client_trust *tls_client_trust_load(const char *const *cert_files, size_t ncert,
+                                               const char *const *crl_files, size_t ncrl,
+                                               bool check_revocation, char *err, size_t errlen);
+void tls_client_trust_free(struct tls_client_trust *t);
+unsigned tls_client_trust_roots(const struct tls_client_trust *t);
+/* Judges a certificate and its chain as sent by a client; `detail` gets the precise cause
+ * ("certificate revoked", "issuer not found: CN=...") for logs. */
+enum tls_client_verdict tls_client_trust_check(const struct tls_client_trust *t, X509 *cert,
+                                               STACK_OF(X509) * sent_chain, char *detail,
+                                               size_t len);
+/* The verdict for a finished handshake (TLS_CLIENT_NONE when no certificate came), with its
+ * detail (may be NULL). A resumed session brings no certificate exchange: its certificate
+ * (kept in the ticket) is judged again here against `t`, so revocation applies to it too. */
+enum tls_client_verdict tls_client_verdict_of(SSL *ssl, const struct tls_client_trust *t,
+                                              const char **detail);
+const char *tls_client_verdict_name(enum tls_client_verdict v);
+
 /* ---- development PKI (devpki.c) ---- */
 
 /* Creates DIR (if missing) and writes a complete development PKI into it, using OpenSSL's API:
