@@ -39,11 +39,18 @@ static const char *gw_peer_str(const struct gw_conn *c, char *buf, size_t len)
     return buf;
 }
 
+/* The earlier of the state's deadline and the send deadline. */
+static uint64_t gw_conn_due(const struct gw_conn *c)
+{
+    return c->send_deadline && c->send_deadline < c->deadline ? c->send_deadline : c->deadline;
+}
+
 /* (Re)registers the connection's event for `what` and arms its deadline. */
 static void gw_conn_watch(struct gw_conn *c, short what)
 {
     uint64_t now = core_now_ms();
-    uint64_t ms = c->deadline > now ? c->deadline - now : 1;
+    uint64_t due = gw_conn_due(c);
+    uint64_t ms = due > now ? due - now : 1;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     if (what != c->ev_what) {
         if (c->ev_what)
@@ -304,17 +311,21 @@ static int gw_conn_process(struct gw_conn *c, const char *data, size_t len, bool
 /* Writes pending output. Returns 1 if the connection was freed or is closing, else 0. */
 static int gw_conn_flush(struct gw_conn *c)
 {
+    bool progress = false;
     while (c->out_len > c->out_off) {
         ERR_clear_error();
         int n = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
         if (n > 0) {
             c->out_off += (uint32_t)n;
             GW_ADD(c->w->metrics.bytes_out, (uint64_t)n);
+            progress = true;
             continue;
         }
         int e = SSL_get_error(c->ssl, n);
         if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-            c->deadline = core_now_ms() + c->snap->cfg.send_timeout;
+            /* send_timeout runs from the last byte the client took, not from each attempt */
+            if (progress || !c->send_deadline)
+                c->send_deadline = core_now_ms() + c->snap->cfg.send_timeout;
             gw_conn_watch(c, e == SSL_ERROR_WANT_WRITE ? EV_WRITE : EV_READ);
             return 0;
         }
@@ -325,8 +336,13 @@ static int gw_conn_flush(struct gw_conn *c)
     free(c->out);
     c->out = NULL;
     c->out_off = c->out_len = c->out_cap = 0;
+    c->send_deadline = 0;
     if (c->close_after) {
         gw_conn_linger(c, "response sent, closing");
+        return 1;
+    }
+    if (c->draining && c->state == GW_CS_IDLE && !c->held && httpreq_is_idle(&c->req)) {
+        gw_conn_linger(c, "gateway draining (SIGTERM)");
         return 1;
     }
     if (c->ev_what != EV_READ)
@@ -492,22 +508,36 @@ static int gw_conn_read(struct gw_conn *c)
 static void gw_conn_timeout(struct gw_conn *c)
 {
     struct gw_metrics *m = &c->w->metrics;
+    uint64_t now = core_now_ms();
+    if (c->send_deadline && now >= c->send_deadline) {
+        GW_INC(m->timeouts_send);
+        gw_conn_free(c, "client did not read its response (http.send_timeout)");
+        return;
+    }
+    if (c->close_after && c->state != GW_CS_LINGER && c->out_len > c->out_off) {
+        /* the last answer is on its way out; only send_timeout applies now */
+        c->deadline = now + c->snap->cfg.send_timeout;
+        gw_conn_watch(c, c->ev_what);
+        return;
+    }
     switch (c->state) {
     case GW_CS_HANDSHAKE:
         GW_INC(m->hs_fail[GW_HSF_TIMEOUT]);
         gw_conn_free(c, "TLS handshake timed out (tls.handshake_timeout)");
         return;
     case GW_CS_IDLE:
-        if (c->out_len > c->out_off)
-            break;
+        if (c->out_len > c->out_off) {
+            /* answers still going out: send_timeout is the one that applies */
+            c->deadline = now + c->snap->cfg.idle_timeout;
+            gw_conn_watch(c, c->ev_what);
+            return;
+        }
         GW_INC(m->timeouts_idle);
         gw_conn_free(c, c->nrequests ? "idle keep-alive timeout (http.idle_timeout)"
                                      : "no request after the handshake (http.header_timeout)");
         return;
     case GW_CS_HEAD:
     case GW_CS_BODY:
-        if (c->out_len > c->out_off)
-            break;
         if (c->state == GW_CS_HEAD)
             GW_INC(m->timeouts_header);
         else
@@ -521,8 +551,6 @@ static void gw_conn_timeout(struct gw_conn *c)
         gw_conn_free(c, "closed after response");
         return;
     }
-    GW_INC(m->timeouts_send);
-    gw_conn_free(c, "client did not read its response (http.send_timeout)");
 }
 
 static void gw_conn_linger_read(struct gw_conn *c)
@@ -532,25 +560,27 @@ static void gw_conn_linger_read(struct gw_conn *c)
         ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
         if (n > 0)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            gw_conn_watch(c, EV_READ); /* the linger deadline is absolute, not per read */
             return;
+        }
         gw_conn_free(c, "closed after response");
         return;
     }
+    gw_conn_watch(c, EV_READ);
 }
 
 static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_conn *c = arg;
-    if (what & EV_TIMEOUT) {
-        if (core_now_ms() >= c->deadline) {
-            gw_conn_timeout(c);
-            return;
-        }
-        if (!(what & (EV_READ | EV_WRITE))) {
-            gw_conn_watch(c, c->ev_what); /* woke early: re-arm for the rest */
-            return;
-        }
+    /* Deadlines are absolute: a client trickling bytes does not push them back. */
+    if (core_now_ms() >= gw_conn_due(c)) {
+        gw_conn_timeout(c);
+        return;
+    }
+    if (!(what & (EV_READ | EV_WRITE))) {
+        gw_conn_watch(c, c->ev_what); /* woke early: re-arm for the rest */
+        return;
     }
     switch (c->state) {
     case GW_CS_HANDSHAKE:

@@ -31,9 +31,10 @@ struct gw_conn {
     bool held;            /* input parked in `in` until the output drains */
     uint8_t cert_verdict; /* enum tls_client_verdict, set when the handshake ends */
     uint32_t nrequests;
-    uint64_t deadline;    /* monotonic ms; what happens then depends on state */
-    uint64_t started_ms;  /* connection accepted */
-    uint64_t req_started; /* first byte of the current request */
+    uint64_t deadline;      /* monotonic ms; what happens then depends on state */
+    uint64_t send_deadline; /* monotonic ms; set while output waits on a slow reader, else 0 */
+    uint64_t started_ms;    /* connection accepted */
+    uint64_t req_started;   /* first byte of the current request */
     uint64_t req_in, req_out;
     struct httpreq req;
     char *in; /* owned: unparsed input held back (pipelining under backpressure) */

@@ -71,7 +71,9 @@ struct gw_snapshot {
 };
 
 /* Builds a snapshot from the config file. Returns NULL with every error printed in report. */
+/* fallback_keys: ticket keys to use when the config names no ticket_key_file (borrowed). */
 struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
+                                      const struct tls_ticket_keys *fallback_keys,
                                       struct config_report *report);
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
 void gw_snapshot_unref(struct gw_snapshot *s);
@@ -93,10 +95,11 @@ struct gw_worker {
     char tag[16];
     struct gw_server *server; /* borrowed, outlives the worker */
     pthread_t thread;
-    struct event_base *base;  /* owned */
-    struct core_mq *mq;       /* owned */
-    struct gw_snapshot *snap; /* ref; new connections take theirs from here */
-    struct event **listeners; /* owned; one per listen address */
+    struct event_base *base;    /* owned */
+    struct core_mq *mq;         /* owned */
+    struct gw_snapshot *snap;   /* ref; new connections take theirs from here */
+    struct event **listeners;   /* owned; one per listen address */
+    struct event *accept_pause; /* owned; resumes accepting after EMFILE */
     int *listen_fds;
     unsigned nlisteners;
     bool accepting;
@@ -127,7 +130,10 @@ struct gw_server {
     atomic_uint workers_drained;
     uint64_t reloads, reload_failures;
     uint64_t start_wall_ms;
-    struct evhttp *admin; /* owned */
+    uint64_t fd_budget; /* connections per worker the open-file limit allows, 0 = unknown */
+    struct tls_ticket_keys process_ticket_keys; /* used when no ticket_key_file is set, so
+                                                   that reloads keep tickets valid */
+    struct evhttp *admin;                       /* owned */
 };
 
 int gw_worker_start(struct gw_worker *w);

@@ -1,4 +1,4 @@
-/* HTTP/1.1 request reading on llhttp, strict mode (no lenient flags). */
+/* HTTP/1.1 request reading on llhttp, built in strict mode, with no lenient flags. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -63,6 +63,10 @@ static int httpreq_on_url(llhttp_t *p, const char *at, size_t len)
 static int httpreq_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct httpreq *r = httpreq_of(p);
+    /* Trailer fields after a chunked body would land among the head's fields unchecked; no
+     * client of the product sends them, so they are refused. */
+    if (r->state == RS_BODY)
+        return httpreq_fail(r, 400, "trailer fields after a chunked body");
     struct httpreq_header *h = r->nheaders ? &r->headers[r->nheaders - 1] : NULL;
     if (!h || h->value_off != UINT32_MAX) {
         if (r->nheaders >= r->limits->max_headers)
@@ -114,11 +118,12 @@ static int httpreq_on_header_value(llhttp_t *p, const char *at, size_t len)
     struct httpreq *r = httpreq_of(p);
     struct httpreq_header *h = &r->headers[r->nheaders - 1];
     /* llhttp hands a folded line (obs-fold) over as a second span of the same value. A value
-     * continued only because the input was split starts exactly at the start of the next
-     * input; a folded one does not. RFC 9112 5.2 lets a server reject obs-fold, and a proxy
-     * must not pass it on, so it is refused. */
-    if (r->in_value && at != r->feed_start)
+     * continued only because the input was split ended exactly at the end of one input and
+     * goes on exactly at the start of the next; a folded one does not. RFC 9112 5.2 lets a server
+     * reject obs-fold, and a proxy must not pass it on, so it is refused. */
+    if (r->in_value && (at != r->feed_start || !r->value_cut))
         return httpreq_fail(r, 400, "obsolete line folding in a header");
+    r->value_cut = at + len == r->feed_end;
     if (!r->in_value) {
         r->in_value = true;
         h->value_off = r->head_len;
@@ -175,6 +180,9 @@ static int httpreq_on_headers_complete(llhttp_t *p)
     }
     if (p->http_major != 1)
         return httpreq_fail(r, 505, "HTTP version not supported");
+    /* RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing. */
+    if (p->http_minor == 0 && httpreq_header_count(r, "Transfer-Encoding"))
+        return httpreq_fail(r, 400, "Transfer-Encoding in an HTTP/1.0 request");
     r->chunked = (p->flags & F_CHUNKED) != 0;
     r->content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
     r->has_body = r->chunked || r->content_length > 0;
@@ -259,6 +267,7 @@ static void httpreq_reset_request(struct httpreq *r)
     r->url_off = r->url_len = 0;
     r->nheaders = r->headers_cap = 0;
     r->in_value = r->expect_continue = r->has_body = r->chunked = r->keep_alive = false;
+    r->value_cut = false;
     r->upgrade = false;
     r->content_length = r->body_bytes = 0;
     r->head_bytes = 0;
@@ -292,6 +301,7 @@ static enum httpreq_event httpreq_run(struct httpreq *r, const char *data, size_
 {
     int prev = r->state;
     r->feed_start = data;
+    r->feed_end = data + len;
     llhttp_errno_t e = llhttp_execute(&r->parser, data, len);
     size_t n = len;
     if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)

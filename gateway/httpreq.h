@@ -69,6 +69,8 @@ struct httpreq {
     /* reader state */
     int state;              /* private */
     const char *feed_start; /* private: start of the input llhttp is running on */
+    const char *feed_end;   /* private: its end */
+    bool value_cut;         /* private: the last value span ended at the end of an input */
     char token[16];
     unsigned token_len;
     int error_status;         /* 400, 413, 431 ... when HTTPREQ_ERROR */

@@ -7,7 +7,9 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <sys/resource.h>
 
 #include "gw.h"
 
@@ -66,7 +68,8 @@ static void gw_warn_restart_keys(const struct gw_config *a, const struct gw_conf
 static void gw_reload(struct gw_server *s, const char *why)
 {
     struct config_report r;
-    struct gw_snapshot *snap = gw_snapshot_build(s->config_path, s->generation + 1, &r);
+    struct gw_snapshot *snap =
+        gw_snapshot_build(s->config_path, s->generation + 1, &s->process_ticket_keys, &r);
     if (!snap) {
         s->reload_failures++;
         LOG_ERROR("reload (%s) refused, the running configuration stays: %u error(s)", why,
@@ -161,6 +164,31 @@ static void gw_sigterm_cb(evutil_socket_t sig, short what, void *arg)
     event_add(d->timer, &tv);
 }
 
+/* Takes the open-file limit up to the hard limit and works out how many connections it
+ * leaves each worker, so a full process refuses connections cleanly instead of failing
+ * accept() in a loop. */
+static void gw_raise_fd_limit(struct gw_server *s)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    const uint64_t reserve = 64; /* listeners, log, eventfds, admin, CRL and key files */
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur <= reserve)
+        return;
+    s->fd_budget = (rl.rlim_cur - reserve) / s->nworkers;
+    uint64_t want = s->snap->cfg.max_connections;
+    if (want > s->fd_budget * s->nworkers)
+        LOG_WARN("gateway.max_connections = %llu, but the open-file limit (%llu) allows about "
+                 "%llu; raise LimitNOFILE / ulimit -n to hold more",
+                 (unsigned long long)want, (unsigned long long)rl.rlim_cur,
+                 (unsigned long long)(s->fd_budget * s->nworkers));
+}
+
 int main(int argc, char **argv)
 {
     const char *config = NULL;
@@ -204,7 +232,15 @@ int main(int argc, char **argv)
     s.config_path = config;
     s.start_wall_ms = core_wall_ms();
     struct config_report r;
-    s.snap = gw_snapshot_build(config, 1, &r);
+    /* Ticket keys for when no shared key file is configured: made once, so that a reload
+     * does not invalidate every ticket handed out so far. */
+    s.process_ticket_keys.count = 1;
+    if (RAND_bytes((unsigned char *)&s.process_ticket_keys.keys[0],
+                   sizeof(s.process_ticket_keys.keys[0])) != 1) {
+        fprintf(stderr, "cmg-gateway: no randomness for session ticket keys\n");
+        return 1;
+    }
+    s.snap = gw_snapshot_build(config, 1, &s.process_ticket_keys, &r);
     if (!s.snap) {
         gw_print_report(&r, stderr);
         fprintf(stderr, "cmg-gateway: %s: %u error(s); not started\n", config, r.nerrors);
@@ -234,6 +270,7 @@ int main(int argc, char **argv)
     event_config_free(ec);
 
     s.nworkers = s.snap->cfg.workers_effective;
+    gw_raise_fd_limit(&s);
     s.workers = calloc(s.nworkers, sizeof(*s.workers));
     int rc = 1;
     unsigned started = 0;

@@ -57,12 +57,15 @@ static int gw_snapshot_client_trust(struct gw_snapshot *s, struct config_report 
     return 0;
 }
 
-static SSL_CTX *gw_snapshot_tls(struct gw_snapshot *s, struct config_report *r)
+static SSL_CTX *gw_snapshot_tls(struct gw_snapshot *s, const struct tls_ticket_keys *fallback,
+                                struct config_report *r)
 {
     struct gw_config *c = &s->cfg;
     struct tls_ticket_keys keys;
     char err[512];
     memset(&keys, 0, sizeof(keys));
+    if (fallback)
+        keys = *fallback;
     if (c->session_tickets && c->ticket_key_file && *c->ticket_key_file) {
         gw_file_signature(c->ticket_key_file, s->ticket_file_sig, sizeof(s->ticket_file_sig));
         if (tls_ticket_keys_load(c->ticket_key_file, &keys, err, sizeof(err)) != 0) {
@@ -106,6 +109,7 @@ static SSL_CTX *gw_snapshot_tls(struct gw_snapshot *s, struct config_report *r)
 }
 
 struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
+                                      const struct tls_ticket_keys *fallback_keys,
                                       struct config_report *report)
 {
     struct gw_snapshot *s = calloc(1, sizeof(*s));
@@ -117,7 +121,7 @@ struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
         goto fail;
     if (gw_snapshot_client_trust(s, report) != 0)
         goto fail;
-    s->ssl_ctx = gw_snapshot_tls(s, report);
+    s->ssl_ctx = gw_snapshot_tls(s, fallback_keys, report);
     if (!s->ssl_ctx)
         goto fail;
     s->limits.max_header_bytes = s->cfg.max_header_bytes;

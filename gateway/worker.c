@@ -85,6 +85,24 @@ static void gw_worker_stop_accepting(struct gw_worker *w)
     }
 }
 
+/* Out of file descriptors or memory: stop watching the listeners for a moment. */
+static void gw_worker_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+    if (!w->accepting)
+        return;
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        event_add(w->listeners[i], NULL);
+}
+
+static void gw_worker_pause_accepting(struct gw_worker *w)
+{
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        event_del(w->listeners[i]);
+    struct timeval tv = {0, 100 * 1000};
+    evtimer_add(w->accept_pause, &tv);
+}
+
 static void gw_worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     struct gw_worker *w = arg;
@@ -94,9 +112,12 @@ static void gw_worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
         if (fd < 0) {
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                 return;
+            int e = errno;
             unsigned sup;
             if (log_ratelimit_pass(&w->refuse_rl, 1000, &sup))
-                LOG_ERROR("accept failed: %s (%u similar lines suppressed)", strerror(errno), sup);
+                LOG_ERROR("accept failed: %s (%u similar lines suppressed)", strerror(e), sup);
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+                gw_worker_pause_accepting(w); /* the listener stays readable: do not spin */
             return;
         }
         if (w->conns.count >= w->max_conns) {
@@ -148,6 +169,14 @@ static int gw_worker_listen(struct gw_worker *w, char *err, size_t errlen)
     return rc;
 }
 
+static void gw_worker_set_max_conns(struct gw_worker *w)
+{
+    uint64_t per = (w->snap->cfg.max_connections + w->server->nworkers - 1) / w->server->nworkers;
+    if (w->server->fd_budget && per > w->server->fd_budget)
+        per = w->server->fd_budget; /* what the open-file limit leaves this worker */
+    w->max_conns = (unsigned)per;
+}
+
 static void gw_worker_check_drained(struct gw_worker *w)
 {
     if (w->draining && w->conns.count == 0) {
@@ -164,6 +193,7 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
         struct gw_snapshot *old = w->snap;
         w->snap = msg->arg;
         gw_snapshot_unref(old);
+        gw_worker_set_max_conns(w);
         break;
     }
     case GW_MSG_DRAIN:
@@ -211,9 +241,8 @@ int gw_worker_start(struct gw_worker *w)
     w->scratch = malloc(GW_SCRATCH);
     if (!w->mq || !w->scratch)
         return -1;
-    unsigned nw = w->server->nworkers;
-    uint64_t maxc = w->snap->cfg.max_connections;
-    w->max_conns = (unsigned)((maxc + nw - 1) / nw);
+    w->accept_pause = evtimer_new(w->base, gw_worker_resume_cb, w);
+    gw_worker_set_max_conns(w);
     if (gw_worker_listen(w, err, sizeof(err)) != 0) {
         LOG_ERROR("%s", err);
         return -1;
@@ -235,6 +264,8 @@ void gw_worker_join(struct gw_worker *w)
     free(w->listeners);
     free(w->listen_fds);
     core_mq_free(w->mq);
+    if (w->accept_pause)
+        event_free(w->accept_pause);
     event_base_free(w->base);
     free(w->scratch);
     gw_snapshot_unref(w->snap);

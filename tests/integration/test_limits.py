@@ -231,3 +231,39 @@ class TestMaxConnections(ct.GatewayTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestLingerIsBounded(ct.GatewayTestCase):
+    """After a final answer the gateway reads (and drops) what the client still sends, for a
+    bounded time: a client trickling bytes cannot keep the connection (or a drain) alive."""
+
+    def test_trickling_client_is_closed(self):
+        import os
+        import socket
+        import time
+        ctx = ct.client_context(verify=False)
+        tcp = socket.create_connection(("127.0.0.1", self.gw.port), timeout=ct.t(5))
+        s = ctx.wrap_socket(tcp, server_hostname=ct.SERVICE_NAME)  # takes over tcp's fd
+        raw = socket.socket(fileno=os.dup(s.fileno()))  # the same connection, below TLS
+        s.sendall(ct.req("GET", "/CCM_Proxy_ServerAuth/ServiceMetadata",
+                         headers={"Connection": "close"}))
+        data = b""
+        while b"</ServiceMetadata>" not in data:
+            chunk = s.recv(4096)
+            self.assertTrue(chunk, "closed before the answer")
+            data += chunk
+        # The gateway half-closes at once (its FIN reads as end of file here); only when it
+        # closes for good does a byte sent to it come back as a reset, failing a later send.
+        start = time.monotonic()
+        closed_after = None
+        while time.monotonic() - start < ct.t(10):
+            try:
+                raw.send(b"x")  # below TLS: the gateway only drains raw bytes now
+            except (ConnectionResetError, BrokenPipeError, OSError):
+                closed_after = time.monotonic() - start
+                break
+            time.sleep(0.25)
+        raw.close()
+        s.close()
+        self.assertIsNotNone(closed_after, "still open after 10 s of trickling")
+        self.assertLess(closed_after, ct.t(5))

@@ -183,6 +183,24 @@ Test(httpreq, malformed_and_smuggling_shapes_are_refused)
          "65\r\n",
          413},
         {"bad Expect", "GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", 417},
+        {"CR then junk ends the head",
+         "GET / HTTP/1.1\r\nHost: a\r\n\rXGET /two HTTP/1.1\r\n"
+         "Host: a\r\n\r\n",
+         400},
+        {"CR in empty value", "GET / HTTP/1.1\r\nX:\rHost: b\r\n\r\n", 400},
+        {"junk after chunk data",
+         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+         "\r\n5\r\nhelloXY0\r\n\r\n",
+         400},
+        {"tab in URL", "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"trailer fields",
+         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "0\r\nHost: evil\r\n\r\n",
+         400},
+        {"HTTP/1.0 with TE",
+         "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n"
+         "Connection: keep-alive\r\n\r\n0\r\n\r\n",
+         400},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct httpreq r;
@@ -275,5 +293,28 @@ Test(httpreq, http10_without_keepalive_closes)
     size_t used;
     cr_assert_eq(httpreq_feed(&r, req, strlen(req), &used), HTTPREQ_DONE);
     cr_assert_not(r.keep_alive);
+    httpreq_deinit(&r);
+}
+
+Test(httpreq, obs_fold_split_across_reads_is_refused)
+{
+    /* the fold's CRLF ends one read, its leading space starts the next */
+    const char *parts[] = {"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n", " b\r\n\r\n"};
+    struct httpreq r;
+    httpreq_init(&r, &limits, on_body, NULL);
+    size_t used;
+    cr_assert_eq(httpreq_feed(&r, parts[0], strlen(parts[0]), &used), HTTPREQ_NEED_MORE);
+    cr_assert_eq(httpreq_feed(&r, parts[1], strlen(parts[1]), &used), HTTPREQ_ERROR);
+    cr_assert_eq(r.error_status, 400);
+    httpreq_deinit(&r);
+
+    /* a value split in the middle is not a fold */
+    const char *split[] = {"GET / HTTP/1.1\r\nHost: a\r\nX: a", " b\r\n\r\n"};
+    httpreq_init(&r, &limits, on_body, NULL);
+    cr_assert_eq(httpreq_feed(&r, split[0], strlen(split[0]), &used), HTTPREQ_NEED_MORE);
+    cr_assert_eq(httpreq_feed(&r, split[1], strlen(split[1]), &used), HTTPREQ_DONE);
+    size_t l;
+    const char *v = httpreq_header(&r, "X", &l);
+    cr_assert(v && l == 3 && memcmp(v, "a b", 3) == 0);
     httpreq_deinit(&r);
 }
