@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "core.h"
 
 static const struct {
     const char *prefix;
@@ -16,24 +17,6 @@ static const struct {
 static bool auth_segment_is(const char *seg, size_t len, const char *word)
 {
     return strlen(word) == len && strncasecmp(seg, word, len) == 0;
-}
-
-/* Role ids are decimal 64-bit record ids (e.g. 72057594037927939). */
-static bool auth_parse_role_id(const char *s, size_t len, uint64_t *out)
-{
-    if (len == 0 || len > 20)
-        return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
 }
 
 enum auth_route_kind auth_route_classify(const char *path, size_t len, struct auth_route *out)
@@ -60,7 +43,7 @@ enum auth_route_kind auth_route_classify(const char *path, size_t len, struct au
                    auth_segment_is(seg, seglen, "AADAuthInfo")) {
             out->kind = AUTH_ROUTE_AAD_AUTH_INFO;
             out->scheme = AUTH_SCHEME_NONE;
-        } else if (auth_parse_role_id(seg, seglen, &out->role_id)) {
+        } else if (core_parse_u64(seg, seglen, &out->role_id) /* decimal role id */) {
             out->kind = AUTH_ROUTE_ROLE;
             out->rest = slash ? slash : "/";
             out->rest_len = slash ? (size_t)(end - slash) : 1;

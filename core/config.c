@@ -115,6 +115,23 @@ static int config_scale(uint64_t v, uint64_t mul, uint64_t *out, const char **wh
     return 0;
 }
 
+bool core_parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
 int config_parse_uint(const char *s, uint64_t *out, const char **why)
 {
     const char *end;

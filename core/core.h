@@ -69,6 +69,8 @@ int config_parse_bool(const char *s, bool *out, const char **why);
 int config_parse_size(const char *s, uint64_t *out, const char **why);
 int config_parse_duration(const char *s, uint64_t *out_ms, const char **why);
 int config_parse_uint(const char *s, uint64_t *out, const char **why);
+/* Exactly `len` decimal digits (1..20) that fit 64 bits, such as a role id. */
+bool core_parse_u64(const char *s, size_t len, uint64_t *out);
 
 /* ---- files (io.c) ---- */
 /* Writes all of buf, retrying on EINTR and short writes. Returns 0 or -1 (errno set). */

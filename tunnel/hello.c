@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "core.h"
 #include "tunnel.h"
 
 const char *tunnel_role_kind_name(enum tunnel_role_kind kind)
@@ -111,24 +112,6 @@ char *tunnel_hello_reply_encode(const struct tunnel_hello_reply *r)
     return text;
 }
 
-static bool tunnel_role_id_parse(const char *s, uint64_t *out)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > 20)
-        return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return false;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
-}
-
 static bool tunnel_site_ok(const char *s)
 {
     if (strlen(s) != 3)
@@ -164,8 +147,7 @@ int tunnel_hello_reply_parse(const char *json, size_t len, struct tunnel_hello_r
         goto out;
     }
     if (!*connector || strlen(connector) > TUNNEL_NAME_MAX) {
-        snprintf(err, errlen, "hello reply: connector id empty or longer than %d",
-                 TUNNEL_NAME_MAX);
+        snprintf(err, errlen, "hello reply: connector id empty or longer than %d", TUNNEL_NAME_MAX);
         goto out;
     }
     if (!tunnel_site_ok(site)) {
@@ -191,9 +173,11 @@ int tunnel_hello_reply_parse(const char *json, size_t len, struct tunnel_hello_r
             goto out;
         }
         struct tunnel_endpoint *e = &out->endpoints[out->nendpoints];
-        if (!tunnel_role_id_parse(id, &e->role_id)) {
-            snprintf(err, errlen, "hello reply: endpoint %zu: role id \"%.24s\" is not a 64-bit "
-                                  "decimal number", i, id);
+        if (!core_parse_u64(id, strlen(id), &e->role_id)) {
+            snprintf(err, errlen,
+                     "hello reply: endpoint %zu: role id \"%.24s\" is not a 64-bit "
+                     "decimal number",
+                     i, id);
             goto out;
         }
         if (strcmp(kind, "MP") == 0)
