@@ -3,6 +3,7 @@
 #define CMG_AUTH_T_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* What a request path addresses, before any authentication is decided. */
@@ -28,6 +29,14 @@ struct auth_route {
     uint64_t role_id;
     const char *rest; /* internal path after the role id, starting with '/' ("/" if empty) */
     size_t rest_len;
+};
+
+/* The [auth] section of the gateway's configuration, shared with cmgctl's diagnostics.
+ * Strings are heap copies (config_free with auth_settings_keys). */
+struct auth_settings {
+    char *trusted_certs; /* comma-separated PEM/DER files: roots and intermediates */
+    char *crl_files;     /* comma-separated CRL files */
+    bool verify_revocation;
 };
 
 #endif

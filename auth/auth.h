@@ -3,6 +3,7 @@
 #define CMG_AUTH_H
 
 #include "auth-t.h"
+#include "core-t.h"
 
 /* Classifies a request path (no query string; the caller splits it off). Prefixes are matched
  * without regard to case, as clients send both CCM_Proxy_ServerAuth and CCM_PROXY_SERVERAUTH.
@@ -11,5 +12,17 @@ enum auth_route_kind auth_route_classify(const char *path, size_t len, struct au
 
 /* Name of a scheme for logs: "none", "client-certificate", "bearer-token". */
 const char *auth_scheme_name(enum auth_scheme scheme);
+
+/* ---- settings (settings.c) ---- */
+extern const struct config_key auth_settings_keys[]; /* section "auth", offsets in settings */
+extern const size_t auth_settings_nkeys;
+/* Reads only the [auth] section of a gateway configuration file (other sections are left to
+ * their owners), with defaults; relative paths become relative to the file's folder. Returns 0,
+ * or -1 with every error in report (initialised here; caller deinits). Free with
+ * auth_settings_free either way. */
+int auth_settings_load(const char *path, struct auth_settings *out, struct config_report *report);
+/* Relative paths of s made relative to dir (used by whoever loaded the section). */
+void auth_settings_resolve(struct auth_settings *s, const char *dir);
+void auth_settings_free(struct auth_settings *s);
 
 #endif

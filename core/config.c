@@ -18,7 +18,7 @@ struct config_load_state {
     /* input: either a FILE or a string cursor */
     FILE *fp;
     const char *cursor;
-    char section_seen[64];
+    bool skip_foreign; /* sections not in the schema are someone else's */
 };
 
 void config_report_init(struct config_report *report, const char *path, size_t n)
@@ -306,7 +306,10 @@ static int config_ini_cb(void *user, const char *section, const char *name, cons
     }
     ssize_t k = config_find(st->schema, st->n, section, name);
     if (k < 0) {
-        if (!config_section_known(st->schema, st->n, section))
+        bool known = config_section_known(st->schema, st->n, section);
+        if (!known && st->skip_foreign)
+            return 1;
+        if (!known)
             config_report_add(r, "%s:%u: %s.%s: unknown section [%s]", r->path, st->line, section,
                               name, section);
         else
@@ -380,6 +383,25 @@ int config_load_file(const char *path, const struct config_key *schema, size_t n
     }
     struct config_load_state st = {
         .schema = schema, .n = n, .target = target, .report = report, .fp = fp};
+    int rc = config_load_common(&st);
+    fclose(fp);
+    return rc;
+}
+
+int config_load_file_sections(const char *path, const struct config_key *schema, size_t n,
+                              void *target, struct config_report *report)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        config_report_add(report, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    struct config_load_state st = {.schema = schema,
+                                   .n = n,
+                                   .target = target,
+                                   .report = report,
+                                   .fp = fp,
+                                   .skip_foreign = true};
     int rc = config_load_common(&st);
     fclose(fp);
     return rc;

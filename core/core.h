@@ -51,6 +51,10 @@ int config_apply_defaults(const struct config_key *schema, size_t n, void *targe
  * errors collected in report (each "path:line: section.key: why"). Returns 0 when no error. */
 int config_load_file(const char *path, const struct config_key *schema, size_t n, void *target,
                      struct config_report *report);
+/* Like config_load_file, but sections the schema does not know are skipped, not errors: for
+ * tools that read their part of another program's file. */
+int config_load_file_sections(const char *path, const struct config_key *schema, size_t n,
+                              void *target, struct config_report *report);
 /* Same, from a string (tests, embedded defaults); `name` is used as the path in messages. */
 int config_load_string(const char *name, const char *text, const struct config_key *schema,
                        size_t n, void *target, struct config_report *report);
@@ -75,6 +79,12 @@ bool core_parse_u64(const char *s, size_t len, uint64_t *out);
 /* ---- files (io.c) ---- */
 /* Writes all of buf, retrying on EINTR and short writes. Returns 0 or -1 (errno set). */
 int core_write_all(int fd, const void *buf, size_t len);
+/* The folder of a path ("." when it has none); caller frees. */
+char *core_dirname(const char *path);
+/* Makes a relative path (heap string, replaced) relative to dir; absolute ones stay. */
+void core_path_resolve(char **p, const char *dir);
+/* The same for each entry of a comma-separated list (rewritten with ',' separators). */
+void core_path_resolve_list(char **list, const char *dir);
 
 /* ---- per-worker message queue (mq.c) ----
  * Other threads post messages; the owner's loop runs `handler` for each, in order, on its own

@@ -10,6 +10,12 @@
 
 #include <openssl/crypto.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "auth.h"
+#include "core.h"
 #include "tls.h"
 
 #ifndef CMG_VERSION
@@ -27,6 +33,7 @@
 static const char usage_text[] =
     "usage: cmgctl pki init DIR [--service-name NAME] [--pfx-password PW] [--days N]\n"
     "       cmgctl tickets rotate FILE [--keep N]\n"
+    "       cmgctl cert verify -c GATEWAY.INI CERT [--chain FILE]\n"
     "       cmgctl version\n"
     "       cmgctl --help\n"
     "\n"
@@ -45,6 +52,14 @@ static const char usage_text[] =
     "    Run it on a schedule, then copy FILE to every gateway instance: each one reloads\n"
     "    the file when it changes, without a restart.\n"
     "    --keep N             keys to keep, 1 to 8 (default 3)\n"
+    "\n"
+    "cert verify -c GATEWAY.INI CERT\n"
+    "    The gateway's own verdict on a client certificate, offline: the trusted certificates,\n"
+    "    CRLs and revocation setting of the gateway's [auth] section, and the same checks.\n"
+    "    Prints accepted or rejected with the precise cause and the chain it built.\n"
+    "    CERT is PEM or DER; further certificates in it count as sent by the client.\n"
+    "    --chain FILE         more certificates the client sends (PEM)\n"
+    "    Exit status: 0 accepted, 1 rejected, 2 unusable input.\n"
     "\n"
     "Exit status: 0 done, 1 failed, 2 bad usage.\n";
 
@@ -243,6 +258,149 @@ static int cmd_tickets_rotate(int argc, char **argv)
     return 0;
 }
 
+/* Reads every certificate of a PEM file, or the one of a DER file, onto out. */
+static int read_certs(const char *path, STACK_OF(X509) * out)
+{
+    BIO *b = BIO_new_file(path, "rb");
+    X509 *x;
+    int n = 0;
+
+    if (!b)
+        return -1;
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        sk_X509_push(out, x);
+        n++;
+    }
+    if (n == 0) {
+        (void)BIO_reset(b);
+        if ((x = d2i_X509_bio(b, NULL)) != NULL) {
+            sk_X509_push(out, x);
+            n++;
+        }
+    }
+    BIO_free(b);
+    ERR_clear_error();
+    return n ? 0 : -1;
+}
+
+static void print_cert_line(int depth, X509 *x)
+{
+    char subject[256], issuer[256];
+    BIO *mem = BIO_new(BIO_s_mem());
+    char *p = NULL;
+    long n;
+
+    X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof subject);
+    X509_NAME_oneline(X509_get_issuer_name(x), issuer, sizeof issuer);
+    ASN1_TIME_print(mem, X509_get0_notBefore(x));
+    BIO_puts(mem, " .. ");
+    ASN1_TIME_print(mem, X509_get0_notAfter(x));
+    n = BIO_get_mem_data(mem, &p);
+    printf("  [%d] %s\n      issuer %s\n      valid  %.*s\n", depth, subject, issuer, (int)n, p);
+    if (depth == 0)
+        printf("      clientAuth usage: %s\n",
+               (X509_get_extended_key_usage(x) & XKU_SSL_CLIENT) ? "yes" : "no");
+    BIO_free(mem);
+}
+
+/* Splits a comma-separated list into at most max pointers into *copy (caller frees). */
+static size_t split_list(const char *list, char **copy, const char **out, size_t max)
+{
+    char *save = NULL;
+    size_t n = 0;
+
+    *copy = strdup(list ? list : "");
+    for (char *t = strtok_r(*copy, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save))
+        out[n++] = t;
+    return n;
+}
+
+static int cmd_cert_verify(int argc, char **argv)
+{
+    const char *cert_path, *config = NULL, *chain_path = NULL;
+    const struct opt opts[] = {{"config", &config}, {"chain", &chain_path}, {NULL, NULL}};
+    struct auth_settings st;
+    struct config_report r;
+    struct tls_client_trust *trust = NULL;
+    STACK_OF(X509) *certs = NULL, *built = NULL;
+    X509 *leaf = NULL;
+    const char *files[64], *crls[64];
+    char *fcopy = NULL, *ccopy = NULL, err[512], detail[256];
+    size_t nf, nc;
+    int rc;
+
+    for (int i = 0; i < argc; i++) /* -c is short for --config */
+        if (strcmp(argv[i], "-c") == 0)
+            argv[i] = (char *)"--config";
+    rc = parse_args("cert verify", "CERT", argc, argv, opts, &cert_path);
+    if (rc < 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (!config)
+        return usage_error("cert verify: -c GATEWAY.INI is required");
+    rc = 2;
+    if (auth_settings_load(config, &st, &r) != 0) {
+        for (unsigned i = 0; i < r.nerrors; i++)
+            fprintf(stderr, "cmgctl: %s\n", r.errors[i]);
+        goto out;
+    }
+    if (!st.trusted_certs || !*st.trusted_certs) {
+        fprintf(stderr,
+                "cmgctl: %s: auth.trusted_certs is not set: the gateway accepts no client "
+                "certificate\n",
+                config);
+        goto out;
+    }
+    nf = split_list(st.trusted_certs, &fcopy, files, 64);
+    nc = split_list(st.crl_files, &ccopy, crls, 64);
+    trust = tls_client_trust_load(files, nf, crls, nc, st.verify_revocation, err, sizeof err);
+    if (!trust) {
+        fprintf(stderr, "cmgctl: %s: auth: %s\n", config, err);
+        goto out;
+    }
+    certs = sk_X509_new_null();
+    if (read_certs(cert_path, certs) != 0) {
+        fprintf(stderr, "cmgctl: cannot read a certificate (PEM or DER) from %s\n", cert_path);
+        goto out;
+    }
+    if (chain_path && read_certs(chain_path, certs) != 0) {
+        fprintf(stderr, "cmgctl: cannot read certificates (PEM) from %s\n", chain_path);
+        goto out;
+    }
+    leaf = sk_X509_shift(certs);
+    enum tls_client_verdict v =
+        tls_client_trust_explain(trust, leaf, certs, detail, sizeof detail, &built);
+    printf("trust: %u root(s) from %zu file(s) in %s; %zu CRL file(s); revocation %s\n",
+           tls_client_trust_roots(trust), nf, config, nc,
+           st.verify_revocation ? "checked" : "not checked (verify_revocation = false)");
+    printf("chain built:\n");
+    if (built && sk_X509_num(built) > 0)
+        for (int i = 0; i < sk_X509_num(built); i++)
+            print_cert_line(i, sk_X509_value(built, i));
+    else
+        print_cert_line(0, leaf);
+    if (v == TLS_CLIENT_OK) {
+        printf("accepted\n");
+        rc = 0;
+    } else {
+        printf("rejected: %s%s%s\n", tls_client_verdict_name(v), *detail ? ": " : "", detail);
+        rc = 1;
+    }
+out:
+    X509_free(leaf);
+    sk_X509_pop_free(built, X509_free);
+    sk_X509_pop_free(certs, X509_free);
+    tls_client_trust_free(trust);
+    free(fcopy);
+    free(ccopy);
+    auth_settings_free(&st);
+    config_report_deinit(&r);
+    return rc;
+}
+
 static int cmd_version(int argc, char **argv)
 {
     (void)argv;
@@ -273,6 +431,9 @@ static int run(int argc, char **argv)
     if (is(cmd, "pki"))
         return is(sub, "init") ? cmd_pki_init(argc - 3, argv + 3)
                                : usage_error("pki: expected \"init\"");
+    if (is(cmd, "cert"))
+        return is(sub, "verify") ? cmd_cert_verify(argc - 3, argv + 3)
+                                 : usage_error("cert: expected \"verify\"");
     if (is(cmd, "tickets"))
         return is(sub, "rotate") ? cmd_tickets_rotate(argc - 3, argv + 3)
                                  : usage_error("tickets: expected \"rotate\"");

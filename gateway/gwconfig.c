@@ -1,5 +1,6 @@
 /* The settings of cmg-gateway, their defaults and their cross-checks. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
-const struct config_key gw_config_schema[] = {
+static const struct config_key gw_own_keys[] = {
     {"gateway", "service_name", CONFIG_STRING, OFF(service_name), NULL, 0, 0, NULL, false},
     {"gateway", "instance_id", CONFIG_UINT, OFF(instance_id), "0", 0, 15, NULL, true},
     {"gateway", "workers", CONFIG_UINT, OFF(workers), "0", 0, 256, NULL, true},
@@ -62,10 +63,6 @@ const struct config_key gw_config_schema[] = {
     {"http", "max_pipeline_bytes", CONFIG_SIZE, OFF(max_pipeline_bytes), "64k", 4096, 16777216,
      NULL, false},
 
-    {"auth", "trusted_certs", CONFIG_STRING, OFF(trusted_certs), NULL, 0, 0, NULL, false},
-    {"auth", "crl_files", CONFIG_STRING, OFF(crl_files), NULL, 0, 0, NULL, false},
-    {"auth", "verify_revocation", CONFIG_BOOL, OFF(verify_revocation), "true", 0, 0, NULL, false},
-
     {"admin", "enabled", CONFIG_BOOL, OFF(admin_enabled), "true", 0, 0, NULL, true},
     {"admin", "listen", CONFIG_STRING, OFF(admin_listen), "127.0.0.1:9180", 0, 0, NULL, true},
 
@@ -76,7 +73,32 @@ const struct config_key gw_config_schema[] = {
     {"log", "requests", CONFIG_BOOL, OFF(log_requests), "true", 0, 0, NULL, false},
     {"log", "connections", CONFIG_BOOL, OFF(log_connections), "true", 0, 0, NULL, false},
 };
-const size_t gw_config_schema_len = sizeof(gw_config_schema) / sizeof(gw_config_schema[0]);
+#define GW_OWN_KEYS (sizeof(gw_own_keys) / sizeof(gw_own_keys[0]))
+#define GW_MAX_KEYS (GW_OWN_KEYS + 16)
+
+static struct config_key gw_all_keys[GW_MAX_KEYS];
+const struct config_key *gw_config_schema = gw_all_keys;
+size_t gw_config_schema_len;
+static pthread_once_t gw_schema_once = PTHREAD_ONCE_INIT;
+
+static void gw_schema_build(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < GW_OWN_KEYS; i++)
+        gw_all_keys[n++] = gw_own_keys[i];
+    /* The [auth] keys, moved to where struct gw_config keeps them. */
+    for (size_t i = 0; i < auth_settings_nkeys && n < GW_MAX_KEYS; i++) {
+        gw_all_keys[n] = auth_settings_keys[i];
+        gw_all_keys[n].offset += offsetof(struct gw_config, auth);
+        n++;
+    }
+    gw_config_schema_len = n;
+}
+
+void gw_config_schema_init(void)
+{
+    pthread_once(&gw_schema_once, gw_schema_build);
+}
 
 static size_t gw_key(const char *section, const char *name)
 {
@@ -87,38 +109,6 @@ static size_t gw_key(const char *section, const char *name)
 static bool gw_set(const char *s)
 {
     return s && *s;
-}
-
-/* Relative paths in the file are relative to the file's folder, so a config works from
- * anywhere. */
-static void gw_resolve_path(char **p, const char *cfgdir)
-{
-    if (!gw_set(*p) || (*p)[0] == '/' || !cfgdir)
-        return;
-    size_t n = strlen(cfgdir) + strlen(*p) + 2;
-    char *abs = malloc(n);
-    snprintf(abs, n, "%s/%s", cfgdir, *p);
-    free(*p);
-    *p = abs;
-}
-
-/* The same for a comma-separated list of paths. */
-static void gw_resolve_list(char **list, const char *cfgdir)
-{
-    if (!gw_set(*list))
-        return;
-    size_t cap = strlen(*list) * 2 + 4096, used = 0;
-    char *out = calloc(1, cap);
-    char *copy = strdup(*list), *save = NULL;
-    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        char *one = strdup(t);
-        gw_resolve_path(&one, cfgdir);
-        used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? "," : "", one);
-        free(one);
-    }
-    free(copy);
-    free(*list);
-    *list = out;
 }
 
 static void gw_check_readable(struct config_report *r, const char *section, const char *name,
@@ -176,20 +166,16 @@ static char *gw_read_secret_file(const char *path, struct config_report *r)
 
 static void gw_config_validate(struct gw_config *c, struct config_report *r)
 {
-    char *dir = strdup(c->config_path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        strcpy(dir, ".");
-    gw_resolve_path(&c->pfx_file, dir);
-    gw_resolve_path(&c->pfx_password_file, dir);
-    gw_resolve_path(&c->cert_file, dir);
-    gw_resolve_path(&c->key_file, dir);
-    gw_resolve_path(&c->ticket_key_file, dir);
-    gw_resolve_path(&c->log_file, dir);
-    gw_resolve_list(&c->trusted_certs, dir);
-    gw_resolve_list(&c->crl_files, dir);
+    /* Relative paths in the file are relative to the file's folder, so a config works from
+     * anywhere. */
+    char *dir = core_dirname(c->config_path);
+    core_path_resolve(&c->pfx_file, dir);
+    core_path_resolve(&c->pfx_password_file, dir);
+    core_path_resolve(&c->cert_file, dir);
+    core_path_resolve(&c->key_file, dir);
+    core_path_resolve(&c->ticket_key_file, dir);
+    core_path_resolve(&c->log_file, dir);
+    auth_settings_resolve(&c->auth, dir);
     free(dir);
 
     bool pfx = gw_set(c->pfx_file), pem = gw_set(c->cert_file) || gw_set(c->key_file);
@@ -230,6 +216,7 @@ static void gw_config_validate(struct gw_config *c, struct config_report *r)
 
 int gw_config_load(const char *path, struct gw_config *cfg, struct config_report *report)
 {
+    gw_config_schema_init();
     memset(cfg, 0, sizeof(*cfg));
     config_report_init(report, path, gw_config_schema_len);
     cfg->config_path = strdup(path);
@@ -254,6 +241,7 @@ void gw_config_free(struct gw_config *cfg)
 
 void gw_config_print_defaults(FILE *out)
 {
+    gw_config_schema_init();
     const char *section = "";
     for (size_t i = 0; i < gw_config_schema_len; i++) {
         const struct config_key *k = &gw_config_schema[i];

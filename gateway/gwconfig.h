@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "auth.h"
 #include "core.h"
 
 enum gw_log_level { GW_LOG_ERROR = 0, GW_LOG_INFO = 1, GW_LOG_VERBOSE = 2 };
@@ -46,10 +47,8 @@ struct gw_config {
     uint64_t send_timeout;
     uint64_t max_keepalive_requests;
     uint64_t max_pipeline_bytes;
-    /* [auth] */
-    char *trusted_certs; /* comma-separated files */
-    char *crl_files;
-    bool verify_revocation;
+    /* [auth] (schema owned by the auth module) */
+    struct auth_settings auth;
     /* [admin] */
     bool admin_enabled;
     char *admin_listen;
@@ -67,8 +66,11 @@ struct gw_config {
     unsigned workers_effective;
 };
 
-extern const struct config_key gw_config_schema[];
-extern const size_t gw_config_schema_len;
+/* The whole schema: the gateway's own sections plus the sections of the modules it hosts
+ * ([auth]), with offsets into struct gw_config. Built on first use. */
+extern const struct config_key *gw_config_schema;
+extern size_t gw_config_schema_len;
+void gw_config_schema_init(void);
 
 /* Loads and validates FILE. On failure prints every error (file:line: key: why) into report and
  * returns -1; the caller prints them. `cfg` must be freed with gw_config_free either way. */

@@ -38,14 +38,14 @@ static size_t gw_split(const char *list, char **copy, const char **out, size_t m
 static int gw_snapshot_client_trust(struct gw_snapshot *s, struct config_report *r)
 {
     struct gw_config *c = &s->cfg;
-    if (!c->trusted_certs || !*c->trusted_certs)
+    if (!c->auth.trusted_certs || !*c->auth.trusted_certs)
         return 0;
     const char *certs[64], *crls[64];
     char *cc, *cl, err[512];
-    size_t nc = gw_split(c->trusted_certs, &cc, certs, 64);
-    size_t nl = gw_split(c->crl_files, &cl, crls, 64);
+    size_t nc = gw_split(c->auth.trusted_certs, &cc, certs, 64);
+    size_t nl = gw_split(c->auth.crl_files, &cl, crls, 64);
     s->client_trust =
-        tls_client_trust_load(certs, nc, crls, nl, c->verify_revocation, err, sizeof(err));
+        tls_client_trust_load(certs, nc, crls, nl, c->auth.verify_revocation, err, sizeof(err));
     free(cc);
     free(cl);
     if (!s->client_trust) {

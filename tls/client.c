@@ -195,7 +195,16 @@ enum tls_client_verdict tls_client_trust_check(const struct tls_client_trust *t,
                                                STACK_OF(X509) * sent_chain, char *detail,
                                                size_t len)
 {
+    return tls_client_trust_explain(t, cert, sent_chain, detail, len, NULL);
+}
+
+enum tls_client_verdict tls_client_trust_explain(const struct tls_client_trust *t, X509 *cert,
+                                                 STACK_OF(X509) * sent_chain, char *detail,
+                                                 size_t len, STACK_OF(X509) * *chain)
+{
     detail[0] = '\0';
+    if (chain)
+        *chain = NULL;
     if (!cert)
         return TLS_CLIENT_NONE;
     /* The chain comes from the configured intermediates (plus what the client sent, which
@@ -211,6 +220,8 @@ enum tls_client_verdict tls_client_trust_check(const struct tls_client_trust *t,
             X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
         int ok = X509_verify_cert(ctx);
         int e = ok == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
+        if (chain)
+            *chain = X509_STORE_CTX_get1_chain(ctx);
         v = tls_verdict_from(e);
         if (v != TLS_CLIENT_OK) {
             X509 *at = X509_STORE_CTX_get_current_cert(ctx);

@@ -46,6 +46,11 @@ unsigned tls_client_trust_roots(const struct tls_client_trust *t);
 enum tls_client_verdict tls_client_trust_check(const struct tls_client_trust *t, X509 *cert,
                                                STACK_OF(X509) * sent_chain, char *detail,
                                                size_t len);
+/* The same, also handing back the chain it built (as far as it got; caller frees with
+ * sk_X509_pop_free(chain, X509_free)), for operators' diagnostics. */
+enum tls_client_verdict tls_client_trust_explain(const struct tls_client_trust *t, X509 *cert,
+                                                 STACK_OF(X509) * sent_chain, char *detail,
+                                                 size_t len, STACK_OF(X509) * *chain);
 /* The verdict for a finished handshake (TLS_CLIENT_NONE when no certificate came), with its
  * detail (may be NULL). A resumed session brings no certificate exchange: its certificate
  * (kept in the ticket) is judged again here against `t`, so revocation applies to it too. */

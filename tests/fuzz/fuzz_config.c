@@ -14,6 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct gw_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     struct config_report r;
+    gw_config_schema_init();
     config_report_init(&r, "fuzz.ini", gw_config_schema_len);
     config_apply_defaults(gw_config_schema, gw_config_schema_len, &cfg, &r);
     config_load_string("fuzz.ini", text, gw_config_schema, gw_config_schema_len, &cfg, &r);

@@ -163,3 +163,49 @@ class TestTrustConfigErrors(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestCmgctlCertVerify(unittest.TestCase):
+    """`cmgctl cert verify -c gateway.ini CERT`: the gateway's verdict, offline, from the same
+    [auth] section and the same checks."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.gw = ct.Gateway(trust_config())
+        cls.ini = cls.gw.write_config()
+
+    def verify(self, cert, ini=None):
+        p = ct.run([ct.CMGCTL, "cert", "verify", "-c", ini or self.ini, cert], timeout=30)
+        return p.returncode, p.stdout, p.stderr
+
+    def test_valid_is_accepted_with_its_chain(self):
+        rc, out, err = self.verify(pki_file("client-valid.crt"))
+        self.assertEqual(rc, 0, out + err)
+        self.assertRegex(out, r"(?m)^accepted$")
+        self.assertRegex(out, r"\[0\] /CN=client-valid")
+        self.assertRegex(out, r"\[1\] /CN=CMG Dev Issuing CA")
+        self.assertRegex(out, r"\[2\] /CN=CMG Dev Root CA")
+
+    def test_rejections_name_the_cause(self):
+        for who, cause in (("client-revoked", "revoked"), ("client-expired", "expired"),
+                           ("server", "wrong_usage")):
+            with self.subTest(who=who):
+                rc, out, err = self.verify(pki_file(f"{who}.crt"))
+                self.assertEqual(rc, 1, out + err)
+                self.assertRegex(out, rf"(?m)^rejected: {cause}\b")
+
+    def test_same_verdict_as_the_gateway_without_crls(self):
+        gw = ct.Gateway(trust_config(crls=False))
+        rc, out, err = self.verify(pki_file("client-valid.crt"), gw.write_config())
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("rejected: revocation_unknown", out)
+
+    def test_unusable_input(self):
+        rc, _, err = self.verify(pki_file("pfx-password.txt"))
+        self.assertEqual(rc, 2)
+        self.assertIn("cannot read a certificate", err)
+        gw = ct.Gateway()
+        bad = gw.write_config(text="[auth]\nverify_revocation = maybe\n[gateway]\nworkers = 1\n")
+        rc, _, err = self.verify(pki_file("client-valid.crt"), bad)
+        self.assertEqual(rc, 2)
+        self.assertRegex(err, re.escape(bad) + r":2: auth\.verify_revocation")
