@@ -37,6 +37,9 @@ struct auth_settings {
     char *trusted_certs; /* comma-separated PEM/DER files: roots and intermediates */
     char *crl_files;     /* comma-separated CRL files */
     bool verify_revocation;
+    char *site_token_certs;     /* comma-separated token-signing certificates of the site */
+    char *hierarchy_id;         /* site tokens' issuer: urn:sccm:oauth2:<hierarchy id> */
+    char *bulk_token_blocklist; /* file of blocked bulk-token ids, one per line */
 };
 
 #endif

@@ -2,6 +2,7 @@
 #ifndef CMG_AUTH_JWT_T_H
 #define CMG_AUTH_JWT_T_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,10 @@ enum auth_token_error {
     AUTH_TOKEN_BAD_AUDIENCE,
     AUTH_TOKEN_BAD_ISSUER,
     AUTH_TOKEN_TENANT_NOT_ALLOWED,
+    AUTH_TOKEN_BLOCKED,           /* a bulk token the operator blocked */
+    AUTH_TOKEN_LIFETIME_TOO_LONG, /* a bulk token valid for more than 7 days */
+    AUTH_TOKEN_WRONG_ENDPOINT,    /* a bulk token outside registration and CCM_STS */
+    AUTH_TOKEN_MISSING,           /* no Authorization: Bearer header */
     AUTH_TOKEN_ERROR_N
 };
 
@@ -75,6 +80,39 @@ struct auth_entra_identity {
     char object_id[40];
     char app_id[40];
     char version[8];
+    int64_t expires;
+};
+
+/* Site-issued and bulk-registration tokens. */
+#define AUTH_SITE_SIGNERS_MAX 8
+#define AUTH_BULK_MAX_LIFETIME (7 * 24 * 3600)
+
+/* The site's token-signing certificates, selected by the token's x5t. */
+struct auth_site_signer {
+    char x5t[32];  /* base64url SHA-1 thumbprint of the certificate */
+    EVP_PKEY *key; /* owned */
+};
+
+struct auth_site_keys {
+    unsigned n;
+    struct auth_site_signer signers[AUTH_SITE_SIGNERS_MAX];
+};
+
+struct auth_site_policy {
+    const char *hierarchy_id;   /* iss must be urn:sccm:oauth2:<hierarchy id> */
+    const char *const *blocked; /* blocked bulk-token UniqueIds (lower case) */
+    size_t nblocked;
+    bool bulk_allowed; /* the route is a registration or token endpoint */
+    int64_t skew;
+    int64_t now;
+};
+
+enum auth_site_kind { AUTH_SITE_DEVICE = 0, AUTH_SITE_BULK = 1 };
+
+struct auth_site_identity {
+    enum auth_site_kind kind;
+    char unique_id[64];
+    char type[40];
     int64_t expires;
 };
 

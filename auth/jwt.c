@@ -24,6 +24,10 @@ const char *auth_token_error_name(enum auth_token_error e)
         "bad_audience",
         "bad_issuer",
         "tenant_not_allowed",
+        "blocked",
+        "lifetime_too_long",
+        "wrong_endpoint",
+        "missing",
     };
     return e < AUTH_TOKEN_ERROR_N ? names[e] : "unknown";
 }

@@ -37,4 +37,21 @@ enum auth_token_error auth_entra_verify(const char *token, size_t len,
                                         const struct auth_jwks *keys,
                                         struct auth_entra_identity *id);
 
+/* ---- site-issued and bulk-registration tokens (site.c) ---- */
+
+/* Adds a token-signing certificate (PEM or DER file) to keys. Returns 0 or -1 with err. */
+int auth_site_keys_add_file(struct auth_site_keys *keys, const char *path, char *err,
+                            size_t errlen);
+void auth_site_keys_clear(struct auth_site_keys *keys);
+/* Validates a site-issued or bulk-registration token: RS256 by a configured signer chosen by
+ * x5t, aud urn:sccm:service, iss urn:sccm:oauth2:<hierarchy id>, Type and UniqueId present,
+ * nbf/exp with skew; bulk tokens only where bulk_allowed, at most 7 days, not blocked. */
+enum auth_token_error auth_site_verify(const char *token, size_t len,
+                                       const struct auth_site_policy *policy,
+                                       const struct auth_site_keys *keys,
+                                       struct auth_site_identity *id);
+/* True when the token's header names an x5t among the site's signers (so it is the site's to
+ * judge, not Entra's). */
+bool auth_site_claims_token(const char *token, size_t len, const struct auth_site_keys *keys);
+
 #endif

@@ -166,6 +166,22 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
         gw_out_printf(&o, "cmg_auth_client_certificates_total{worker=\"%u\",verdict=\"%s\"} %llu\n",
                       w->id, tls_client_verdict_name(v),
                       (unsigned long long)GW_GET(w->metrics.client_cert[v]));
+    gw_metric_head(&o, "cmg_auth_tokens_accepted_total", "counter",
+                   "Bearer tokens accepted on CCM_Proxy_ServerAuth routes, by kind.");
+    GW_FOR_WORKERS(s, w)
+    {
+        gw_out_printf(&o, "cmg_auth_tokens_accepted_total{worker=\"%u\",kind=\"site\"} %llu\n",
+                      w->id, (unsigned long long)GW_GET(w->metrics.token_ok[0]));
+        gw_out_printf(&o, "cmg_auth_tokens_accepted_total{worker=\"%u\",kind=\"bulk\"} %llu\n",
+                      w->id, (unsigned long long)GW_GET(w->metrics.token_ok[1]));
+    }
+    gw_metric_head(&o, "cmg_auth_token_rejections_total", "counter",
+                   "Bearer tokens refused on CCM_Proxy_ServerAuth routes, by cause.");
+    GW_FOR_WORKERS(s, w)
+    for (int e = 1; e < AUTH_TOKEN_ERROR_N; e++)
+        gw_out_printf(&o, "cmg_auth_token_rejections_total{worker=\"%u\",cause=\"%s\"} %llu\n",
+                      w->id, auth_token_error_name(e),
+                      (unsigned long long)GW_GET(w->metrics.token_fail[e]));
     *len = o.len;
     return o.buf;
 }

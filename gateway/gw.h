@@ -14,6 +14,7 @@
 #include "core.h"
 #include "gwconfig.h"
 #include "httpreq.h"
+#include "jwt.h"
 #include "tls.h"
 
 /* ---- counters ----
@@ -53,6 +54,8 @@ struct gw_metrics {
     uint64_t bytes_out; /* application bytes written */
     uint64_t timeouts_header, timeouts_idle, timeouts_body, timeouts_send;
     uint64_t client_cert[TLS_CLIENT_VERDICT_N]; /* verdicts applied on MutualAuth routes */
+    uint64_t token_ok[2];                       /* accepted site tokens: device, bulk */
+    uint64_t token_fail[AUTH_TOKEN_ERROR_N];    /* refused bearer tokens by cause */
 };
 
 const char *gw_hs_fail_name(enum gw_hs_fail f);
@@ -65,6 +68,9 @@ struct gw_snapshot {
     struct gw_config cfg;                  /* owned */
     SSL_CTX *ssl_ctx;                      /* owned reference */
     struct tls_client_trust *client_trust; /* owned; NULL when no trusted_certs */
+    struct auth_site_keys site_keys;       /* owned keys of the site's token signers */
+    char **bulk_blocked;                   /* owned, lower-case ids */
+    size_t nbulk_blocked;
     struct httpreq_limits limits;
     char service_name[256];
     char ticket_file_sig[128]; /* what the ticket key file looked like when loaded */

@@ -1,6 +1,7 @@
 /* What the gateway answers itself. Role paths answer 404 until tunnel routing exists. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth.h"
 #include "conn.h"
@@ -109,6 +110,79 @@ static void gw_mutual_auth(struct gw_conn *c, const struct auth_route *route)
         gw_plain(c, 403, "CMGConnector_Forbidden", NULL);
 }
 
+/* Bulk-registration tokens open only the doors a new client needs: the token service and
+ * registration requests. */
+static bool gw_bulk_allowed(const struct auth_route *route)
+{
+    static const char *doors[] = {"/CCM_STS", "/ccm_system/request", "/ccm_system_tokenauth/",
+                                  "/ccm_system_altauth/"};
+    for (size_t i = 0; i < sizeof(doors) / sizeof(doors[0]); i++) {
+        size_t n = strlen(doors[i]);
+        if (route->rest_len >= n && strncasecmp(route->rest, doors[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void gw_token_refused(struct gw_conn *c, const struct auth_route *route,
+                             enum auth_token_error e, const char *why)
+{
+    GW_INC(c->w->metrics.token_fail[e < AUTH_TOKEN_ERROR_N ? e : AUTH_TOKEN_MALFORMED]);
+    LOG_WARN("c%u.%llu bearer token refused for role id %llu: %s%s%s", c->w->id,
+             (unsigned long long)c->id, (unsigned long long)route->role_id,
+             auth_token_error_name(e), why ? ": " : "", why ? why : "");
+    gw_plain(c, 401, "CMGService_Invalid_Token",
+             e == AUTH_TOKEN_MISSING ? "WWW-Authenticate: Bearer\r\n"
+                                     : "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+}
+
+/* CCM_Proxy_ServerAuth/<role id>/...: a bearer token decides; an invalid one never goes
+ * further. Site-issued and bulk tokens are recognised by their signer's thumbprint. */
+static void gw_bearer_auth(struct gw_conn *c, const struct auth_route *route)
+{
+    size_t len;
+    const char *h = httpreq_header(&c->req, "Authorization", &len);
+    if (!h || len < 8 || strncasecmp(h, "Bearer ", 7) != 0) {
+        gw_token_refused(c, route, AUTH_TOKEN_MISSING, NULL);
+        return;
+    }
+    const char *tok = h + 7;
+    len -= 7;
+    while (len && *tok == ' ')
+        tok++, len--;
+    while (len && tok[len - 1] == ' ')
+        len--;
+    const struct gw_snapshot *snap = c->snap;
+    if (!auth_site_claims_token(tok, len, &snap->site_keys)) {
+        /* Entra ID tokens need the tenant's keys, which this release does not fetch yet. */
+        gw_token_refused(c, route, AUTH_TOKEN_UNKNOWN_KID,
+                         "not signed by a configured site token-signing certificate, and no "
+                         "Entra ID keys are available");
+        return;
+    }
+    struct auth_site_policy policy = {
+        .hierarchy_id = snap->cfg.auth.hierarchy_id,
+        .blocked = (const char *const *)snap->bulk_blocked,
+        .nblocked = snap->nbulk_blocked,
+        .bulk_allowed = gw_bulk_allowed(route),
+        .skew = 300,
+        .now = (int64_t)(core_wall_ms() / 1000),
+    };
+    struct auth_site_identity id;
+    enum auth_token_error e = auth_site_verify(tok, len, &policy, &snap->site_keys, &id);
+    if (e != AUTH_TOKEN_OK) {
+        gw_token_refused(c, route, e, NULL);
+        return;
+    }
+    GW_INC(c->w->metrics.token_ok[id.kind == AUTH_SITE_BULK ? 1 : 0]);
+    char body[200];
+    int n = snprintf(body, sizeof(body),
+                     "503 no connection point serves role id %llu on this instance\n",
+                     (unsigned long long)route->role_id);
+    gw_conn_respond(c, 503, "Service Unavailable", "text/plain; charset=utf-8", body, (size_t)n,
+                    "Retry-After: 30\r\n");
+}
+
 void gw_router_handle(struct gw_conn *c)
 {
     static const char allow[] = "Allow: GET, HEAD, POST, PUT, CCM_POST, BITS_POST, PROPFIND\r\n";
@@ -138,8 +212,7 @@ void gw_router_handle(struct gw_conn *c)
             gw_mutual_auth(c, &route);
             return;
         }
-        /* Bearer-token routes answer once token validation is wired in. */
-        gw_plain(c, 404, "Not Found", NULL);
+        gw_bearer_auth(c, &route);
         return;
     default:
         /* AADAuthInfo and content answer once their issues land. */

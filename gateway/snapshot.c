@@ -1,5 +1,6 @@
 /* A snapshot is everything built from one reading of the config: immutable, ref-counted.
  * Connections keep the snapshot they started with; reloads make a new one. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,56 @@ static int gw_snapshot_client_trust(struct gw_snapshot *s, struct config_report 
                             gw_key("auth", strstr(err, "CRL") ? "crl_files" : "trusted_certs"),
                             "%s", err);
         return -1;
+    }
+    return 0;
+}
+
+/* The site's token signers and the bulk-token block list ([auth]). */
+static int gw_snapshot_site_tokens(struct gw_snapshot *s, struct config_report *r)
+{
+    struct auth_settings *a = &s->cfg.auth;
+    char err[512];
+    if (a->site_token_certs && *a->site_token_certs) {
+        const char *files[AUTH_SITE_SIGNERS_MAX + 1];
+        char *copy;
+        size_t n = gw_split(a->site_token_certs, &copy, files, AUTH_SITE_SIGNERS_MAX + 1);
+        for (size_t i = 0; i < n; i++)
+            if (auth_site_keys_add_file(&s->site_keys, files[i], err, sizeof(err)) != 0) {
+                config_report_error(r, gw_config_schema, gw_key("auth", "site_token_certs"), "%s",
+                                    err);
+                free(copy);
+                return -1;
+            }
+        free(copy);
+        if (!a->hierarchy_id || !*a->hierarchy_id) {
+            config_report_error(r, gw_config_schema, gw_key("auth", "site_token_certs"),
+                                "site tokens need auth.hierarchy_id (their issuer is "
+                                "urn:sccm:oauth2:<hierarchy id>)");
+            return -1;
+        }
+    }
+    if (a->bulk_token_blocklist && *a->bulk_token_blocklist) {
+        FILE *fp = fopen(a->bulk_token_blocklist, "r");
+        if (!fp) {
+            config_report_error(r, gw_config_schema, gw_key("auth", "bulk_token_blocklist"),
+                                "cannot read %s", a->bulk_token_blocklist);
+            return -1;
+        }
+        char line[256];
+        while (fgets(line, sizeof(line), fp) && s->nbulk_blocked < 100000) {
+            char *t = line + strspn(line, " \t");
+            t[strcspn(t, " \t\r\n#")] = '\0';
+            if (!*t)
+                continue;
+            for (char *q = t; *q; q++)
+                *q = (char)tolower((unsigned char)*q);
+            char **grown = realloc(s->bulk_blocked, (s->nbulk_blocked + 1) * sizeof(char *));
+            if (!grown)
+                break;
+            s->bulk_blocked = grown;
+            s->bulk_blocked[s->nbulk_blocked++] = strdup(t);
+        }
+        fclose(fp);
     }
     return 0;
 }
@@ -119,7 +170,7 @@ struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
     s->generation = generation;
     if (gw_config_load(path, &s->cfg, report) != 0)
         goto fail;
-    if (gw_snapshot_client_trust(s, report) != 0)
+    if (gw_snapshot_client_trust(s, report) != 0 || gw_snapshot_site_tokens(s, report) != 0)
         goto fail;
     s->ssl_ctx = gw_snapshot_tls(s, fallback_keys, report);
     if (!s->ssl_ctx)
@@ -150,6 +201,10 @@ void gw_snapshot_unref(struct gw_snapshot *s)
     if (s->ssl_ctx)
         SSL_CTX_free(s->ssl_ctx);
     tls_client_trust_free(s->client_trust); /* after the context that borrowed it */
+    auth_site_keys_clear(&s->site_keys);
+    for (size_t i = 0; i < s->nbulk_blocked; i++)
+        free(s->bulk_blocked[i]);
+    free(s->bulk_blocked);
     gw_config_free(&s->cfg);
     free(s);
 }
