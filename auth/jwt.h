@@ -14,6 +14,8 @@ const char *auth_token_error_name(enum auth_token_error e);
  * must hold len * 3 / 4 + 3 bytes), or -1 on any character outside the alphabet, on padding,
  * or on a length no encoder produces. */
 ssize_t auth_b64url_decode(const char *in, size_t len, unsigned char *out);
+/* Encodes base64url without padding into out (NUL-terminated; truncated to fit cap). */
+void auth_b64url_encode(const unsigned char *in, size_t len, char *out, size_t cap);
 
 /* Splits and decodes a compact JWS. On success fills jwt (free with auth_jwt_clear) and
  * returns AUTH_TOKEN_OK; `token` must outlive jwt. Duplicate JSON keys are refused. */

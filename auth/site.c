@@ -15,7 +15,7 @@
 #define AUTH_SITE_AUDIENCE "urn:sccm:service"
 #define AUTH_SITE_ISSUER_PREFIX "urn:sccm:oauth2:"
 
-static void auth_b64url_encode(const unsigned char *in, size_t len, char *out, size_t cap)
+void auth_b64url_encode(const unsigned char *in, size_t len, char *out, size_t cap)
 {
     static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     size_t o = 0;

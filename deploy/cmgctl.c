@@ -14,7 +14,13 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <strings.h>
+#include <time.h>
+
 #include "auth.h"
+#include "jwt.h"
 #include "core.h"
 #include "tls.h"
 
@@ -34,6 +40,9 @@ static const char usage_text[] =
     "usage: cmgctl pki init DIR [--service-name NAME] [--pfx-password PW] [--days N]\n"
     "       cmgctl tickets rotate FILE [--keep N]\n"
     "       cmgctl cert verify -c GATEWAY.INI CERT [--chain FILE]\n"
+    "       cmgctl token issue site|bulk --key KEY --cert CERT --hierarchy ID [--lifetime T]\n"
+    "                  [--unique-id ID]\n"
+    "       cmgctl token verify -c GATEWAY.INI TOKEN|- [--path /CCM_STS]\n"
     "       cmgctl version\n"
     "       cmgctl --help\n"
     "\n"
@@ -59,6 +68,18 @@ static const char usage_text[] =
     "    Prints accepted or rejected with the precise cause and the chain it built.\n"
     "    CERT is PEM or DER; further certificates in it count as sent by the client.\n"
     "    --chain FILE         more certificates the client sends (PEM)\n"
+    "    Exit status: 0 accepted, 1 rejected, 2 unusable input.\n"
+    "\n"
+    "token issue site|bulk\n"
+    "    Signs a site-issued device token or a bulk-registration token (RS256) with the\n"
+    "    site's token-signing key; prints it on standard output. --lifetime: default 90d for\n"
+    "    site tokens, 3d for bulk tokens (at most 7d). For tests and lab setups.\n"
+    "\n"
+    "token verify -c GATEWAY.INI TOKEN\n"
+    "    The gateway's verdict on a bearer token, offline, from the [auth] section: prints the\n"
+    "    header and claims, then accepted or rejected with the cause. TOKEN - reads it from\n"
+    "    standard input (keeps it out of shell history). --path: the request path after the\n"
+    "    role id (bulk tokens count only on /CCM_STS and registration; default: allowed).\n"
     "    Exit status: 0 accepted, 1 rejected, 2 unusable input.\n"
     "\n"
     "Exit status: 0 done, 1 failed, 2 bad usage.\n";
@@ -401,6 +422,222 @@ out:
     return rc;
 }
 
+/* ---- tokens ---- */
+
+/* Signs header.payload with RS256; returns the compact token (malloc'd) or NULL. */
+static char *sign_jwt(json_t *header, json_t *payload, EVP_PKEY *key)
+{
+    char *h = json_dumps(header, JSON_COMPACT), *p = json_dumps(payload, JSON_COMPACT);
+    size_t hl = strlen(h), pl = strlen(p);
+    size_t cap = (hl + pl) * 2 + 1024;
+    char *tok = malloc(cap);
+    unsigned char sig[1024];
+    size_t sl = sizeof sig;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    char *out = NULL;
+
+    auth_b64url_encode((unsigned char *)h, hl, tok, cap);
+    size_t n = strlen(tok);
+    tok[n++] = '.';
+    auth_b64url_encode((unsigned char *)p, pl, tok + n, cap - n);
+    n = strlen(tok);
+    if (md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+        EVP_DigestSign(md, sig, &sl, (unsigned char *)tok, n) == 1) {
+        tok[n++] = '.';
+        auth_b64url_encode(sig, sl, tok + n, cap - n);
+        out = tok;
+        tok = NULL;
+    }
+    EVP_MD_CTX_free(md);
+    free(tok);
+    free(h);
+    free(p);
+    return out;
+}
+
+static bool parse_duration_s(const char *s, long long *out)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    long long mul = 1;
+
+    if (end == s || v <= 0)
+        return false;
+    if (strcmp(end, "d") == 0)
+        mul = 86400;
+    else if (strcmp(end, "h") == 0)
+        mul = 3600;
+    else if (strcmp(end, "m") == 0)
+        mul = 60;
+    else if (*end && strcmp(end, "s") != 0)
+        return false;
+    *out = v * mul;
+    return true;
+}
+
+static int cmd_token_issue(int argc, char **argv)
+{
+    const char *kind, *key_path = NULL, *cert_path = NULL, *hier = NULL, *lifetime = NULL,
+                      *uid = NULL;
+    const struct opt opts[] = {{"key", &key_path},      {"cert", &cert_path}, {"hierarchy", &hier},
+                               {"lifetime", &lifetime}, {"unique-id", &uid},  {NULL, NULL}};
+    struct auth_site_keys keys;
+    char err[512], uidbuf[40];
+    long long life;
+    int rc = parse_args("token issue", "KIND (site or bulk)", argc, argv, opts, &kind);
+
+    if (rc < 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    bool bulk = strcmp(kind, "bulk") == 0;
+    if (!bulk && strcmp(kind, "site") != 0)
+        return usage_error("token issue: KIND is site or bulk, not \"%s\"", kind);
+    if (!key_path || !cert_path || !hier)
+        return usage_error("token issue: --key, --cert and --hierarchy are required");
+    life = bulk ? 3 * 86400 : 90 * 86400;
+    if (lifetime && !parse_duration_s(lifetime, &life))
+        return usage_error("token issue: --lifetime \"%s\": use e.g. 72h or 3d", lifetime);
+    if (bulk && life > AUTH_BULK_MAX_LIFETIME)
+        return usage_error("token issue: bulk tokens live at most 7 days");
+    memset(&keys, 0, sizeof keys);
+    if (auth_site_keys_add_file(&keys, cert_path, err, sizeof err) != 0)
+        return op_error(err);
+    FILE *fp = fopen(key_path, "r");
+    EVP_PKEY *key = fp ? PEM_read_PrivateKey(fp, NULL, NULL, NULL) : NULL;
+    if (fp)
+        fclose(fp);
+    if (!key || EVP_PKEY_eq(key, keys.signers[0].key) != 1) {
+        EVP_PKEY_free(key);
+        auth_site_keys_clear(&keys);
+        return op_error("the key does not load or does not match the certificate");
+    }
+    if (!uid) {
+        unsigned char r[16];
+        RAND_bytes(r, sizeof r);
+        r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
+        r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+        snprintf(uidbuf, sizeof uidbuf,
+                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1],
+                 r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
+                 r[15]);
+        uid = uidbuf;
+    }
+    long long now = (long long)time(NULL);
+    char iss[300];
+    snprintf(iss, sizeof iss, "urn:sccm:oauth2:%s", hier);
+    json_t *h =
+        json_pack("{s:s, s:s, s:s}", "typ", "JWT", "alg", "RS256", "x5t", keys.signers[0].x5t);
+    json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "aud", "urn:sccm:service", "iss", iss,
+                          "Type", bulk ? "BulkRegistration" : "Device", "UniqueId", uid, "nbf",
+                          (json_int_t)now, "exp", (json_int_t)(now + life));
+    char *tok = h && p ? sign_jwt(h, p, key) : NULL;
+    json_decref(h);
+    json_decref(p);
+    EVP_PKEY_free(key);
+    auth_site_keys_clear(&keys);
+    if (!tok)
+        return op_error("signing failed");
+    printf("%s\n", tok);
+    fprintf(stderr, "cmgctl: %s token %s, valid %lld s from now\n", kind, uid, life);
+    free(tok);
+    return 0;
+}
+
+static int cmd_token_verify(int argc, char **argv)
+{
+    const char *token_arg, *config = NULL, *path = NULL;
+    const struct opt opts[] = {{"config", &config}, {"path", &path}, {NULL, NULL}};
+    struct auth_settings st;
+    struct config_report r;
+    struct auth_site_keys keys;
+    char buf[16384], err[512];
+    int rc;
+
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "-c") == 0)
+            argv[i] = (char *)"--config";
+    rc =
+        parse_args("token verify", "TOKEN (or - for standard input)", argc, argv, opts, &token_arg);
+    if (rc < 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (!config)
+        return usage_error("token verify: -c GATEWAY.INI is required");
+    const char *tok = token_arg;
+    if (strcmp(token_arg, "-") == 0) {
+        size_t n = fread(buf, 1, sizeof buf - 1, stdin);
+        buf[n] = '\0';
+        buf[strcspn(buf, " \r\n")] = '\0';
+        tok = buf;
+    }
+    memset(&keys, 0, sizeof keys);
+    rc = 2;
+    if (auth_settings_load(config, &st, &r) != 0) {
+        for (unsigned i = 0; i < r.nerrors; i++)
+            fprintf(stderr, "cmgctl: %s\n", r.errors[i]);
+        goto out;
+    }
+    const char *files[AUTH_SITE_SIGNERS_MAX];
+    char *copy = NULL;
+    size_t nf = split_list(st.site_token_certs, &copy, files, AUTH_SITE_SIGNERS_MAX);
+    for (size_t i = 0; i < nf; i++)
+        if (auth_site_keys_add_file(&keys, files[i], err, sizeof err) != 0) {
+            fprintf(stderr, "cmgctl: %s: auth.site_token_certs: %s\n", config, err);
+            free(copy);
+            goto out;
+        }
+    free(copy);
+
+    struct auth_jwt jwt;
+    enum auth_token_error e = auth_jwt_decode(tok, strlen(tok), &jwt);
+    if (e == AUTH_TOKEN_OK) {
+        /* What it says, minus the signature: claims are not secrets, the token is. */
+        char *hd = json_dumps(jwt.header, JSON_INDENT(2) | JSON_SORT_KEYS);
+        char *pd = json_dumps(jwt.payload, JSON_INDENT(2) | JSON_SORT_KEYS);
+        printf("header: %s\nclaims: %s\n", hd, pd);
+        free(hd);
+        free(pd);
+        auth_jwt_clear(&jwt);
+    }
+    if (e == AUTH_TOKEN_OK && !auth_site_claims_token(tok, strlen(tok), &keys)) {
+        e = AUTH_TOKEN_UNKNOWN_KID;
+        printf("rejected: unknown_kid: not signed by a certificate in auth.site_token_certs "
+               "(%u configured); Entra ID keys are not fetched by this release\n",
+               keys.n);
+        rc = 1;
+        goto out;
+    }
+    if (e == AUTH_TOKEN_OK) {
+        struct auth_site_policy p = {
+            .hierarchy_id = st.hierarchy_id,
+            .bulk_allowed = !path || strncasecmp(path, "/CCM_STS", 8) == 0 ||
+                            strncasecmp(path, "/ccm_system", 11) == 0,
+            .skew = 300,
+            .now = (int64_t)time(NULL),
+        };
+        struct auth_site_identity id;
+        e = auth_site_verify(tok, strlen(tok), &p, &keys, &id);
+    }
+    if (e == AUTH_TOKEN_OK) {
+        printf("accepted\n");
+        rc = 0;
+    } else {
+        printf("rejected: %s\n", auth_token_error_name(e));
+        rc = 1;
+    }
+out:
+    auth_site_keys_clear(&keys);
+    auth_settings_free(&st);
+    config_report_deinit(&r);
+    return rc;
+}
+
 static int cmd_version(int argc, char **argv)
 {
     (void)argv;
@@ -434,6 +671,10 @@ static int run(int argc, char **argv)
     if (is(cmd, "cert"))
         return is(sub, "verify") ? cmd_cert_verify(argc - 3, argv + 3)
                                  : usage_error("cert: expected \"verify\"");
+    if (is(cmd, "token"))
+        return is(sub, "issue")    ? cmd_token_issue(argc - 3, argv + 3)
+               : is(sub, "verify") ? cmd_token_verify(argc - 3, argv + 3)
+                                   : usage_error("token: expected \"issue\" or \"verify\"");
     if (is(cmd, "tickets"))
         return is(sub, "rotate") ? cmd_tickets_rotate(argc - 3, argv + 3)
                                  : usage_error("tickets: expected \"rotate\"");

@@ -129,6 +129,59 @@ class TestSiteTokens(ct.GatewayTestCase):
                      "lifetime_too_long")
 
 
+class TestCmgctlTokens(ct.GatewayTestCase):
+    """`cmgctl token issue` makes tokens the gateway accepts; `cmgctl token verify` gives the
+    gateway's verdict offline from the same [auth] section."""
+
+    @classmethod
+    def config(cls):
+        return {"auth": {"site_token_certs": pki_file("token-signing.crt"),
+                         "hierarchy_id": HIERARCHY}}
+
+    def issue(self, kind, *extra):
+        p = ct.run([ct.CMGCTL, "token", "issue", kind, "--key", pki_file("token-signing.key"),
+                    "--cert", pki_file("token-signing.crt"), "--hierarchy", HIERARCHY, *extra],
+                   timeout=30)
+        return p.returncode, p.stdout.strip(), p.stderr
+
+    def verify(self, token, *extra):
+        p = ct.run([ct.CMGCTL, "token", "verify", "-c", self.gw.config_path, "-", *extra],
+                   input=token.encode(), timeout=30)
+        return p.returncode, p.stdout, p.stderr
+
+    def test_issued_site_token_is_accepted_by_the_gateway(self):
+        rc, token, err = self.issue("site")
+        self.assertEqual(rc, 0, err)
+        r = self.gw.request("GET", f"/CCM_Proxy_ServerAuth/{ROLE}/SMS_MP/x",
+                            headers={"Authorization": f"Bearer {token}"})
+        self.assertEqual(r.status, 503, r.raw_head)
+        rc, out, _ = self.verify(token)
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r'"Type": "Device"')
+        self.assertRegex(out, r"(?m)^accepted$")
+
+    def test_bulk_token_rules_offline(self):
+        rc, token, err = self.issue("bulk")
+        self.assertEqual(rc, 0, err)
+        rc, out, _ = self.verify(token, "--path", "/SMS_MP/.sms_aut")
+        self.assertEqual((rc, out.strip().splitlines()[-1]), (1, "rejected: wrong_endpoint"))
+        rc, out, _ = self.verify(token, "--path", "/CCM_STS")
+        self.assertEqual(rc, 0, out)
+        rc, _, err = self.issue("bulk", "--lifetime", "8d")
+        self.assertEqual(rc, 2)
+        self.assertIn("at most 7 days", err)
+
+    def test_foreign_and_broken_tokens(self):
+        rc, out, _ = self.verify(make_token(key=pki_file("server-rsa.key")))
+        self.assertEqual((rc, out.strip().splitlines()[-1]), (1, "rejected: bad_signature"))
+        rc, out, _ = self.verify("not.a.token")
+        self.assertEqual((rc, out.strip()), (1, "rejected: malformed"))
+        p = ct.run([ct.CMGCTL, "token", "verify", "-c",
+                    os.path.join(self.gw.dir, "missing.ini"), "x"], timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("cannot open", p.stderr)
+
+
 class TestNoSiteSigner(ct.GatewayTestCase):
     """Without site_token_certs (and before Entra keys are fetched) every token is refused."""
 
