@@ -46,15 +46,6 @@ static bool auth_jwk_issuer_ok(const struct auth_jwk *k, const char *iss, const 
     return strcmp(want, iss) == 0;
 }
 
-static bool auth_claim_time(json_t *payload, const char *name, int64_t *out)
-{
-    json_t *v = json_object_get(payload, name);
-    if (!json_is_number(v))
-        return false;
-    *out = (int64_t)json_number_value(v);
-    return true;
-}
-
 static void auth_copy_claim(json_t *payload, const char *name, char *buf, size_t len)
 {
     const char *v = json_string_value(json_object_get(payload, name));
@@ -72,7 +63,7 @@ static enum auth_token_error auth_entra_claims(const struct auth_jwt *jwt,
     const char *iss = json_string_value(json_object_get(pl, "iss"));
     json_t *aud = json_object_get(pl, "aud");
     int64_t exp, nbf, iat;
-    if (!tid || !ver || !iss || !json_is_string(aud) || !auth_claim_time(pl, "exp", &exp))
+    if (!tid || !ver || !iss || !json_is_string(aud) || !auth_jwt_claim_time(jwt, "exp", &exp))
         return AUTH_TOKEN_MISSING_CLAIM;
     if (!auth_is_guid(tid))
         return AUTH_TOKEN_MALFORMED;
@@ -102,9 +93,9 @@ static enum auth_token_error auth_entra_claims(const struct auth_jwt *jwt,
 
     if (p->now > exp + p->skew)
         return AUTH_TOKEN_EXPIRED;
-    if (auth_claim_time(pl, "nbf", &nbf) && p->now < nbf - p->skew)
+    if (auth_jwt_claim_time(jwt, "nbf", &nbf) && p->now < nbf - p->skew)
         return AUTH_TOKEN_NOT_YET_VALID;
-    if (auth_claim_time(pl, "iat", &iat) && iat > p->now + p->skew)
+    if (auth_jwt_claim_time(jwt, "iat", &iat) && iat > p->now + p->skew)
         return AUTH_TOKEN_ISSUED_IN_FUTURE;
 
     snprintf(id->tenant, sizeof(id->tenant), "%s", tid);
@@ -115,29 +106,25 @@ static enum auth_token_error auth_entra_claims(const struct auth_jwt *jwt,
     return AUTH_TOKEN_OK;
 }
 
+static EVP_PKEY *auth_entra_key(const void *ctx, const struct auth_jwt *jwt, const void **found)
+{
+    const struct auth_jwk *k = ctx ? auth_jwks_find(ctx, jwt->kid) : NULL;
+    *found = k;
+    return k ? k->key : NULL;
+}
+
 enum auth_token_error auth_entra_verify(const char *token, size_t len,
                                         const struct auth_entra_policy *policy,
                                         const struct auth_jwks *keys,
                                         struct auth_entra_identity *id)
 {
     struct auth_jwt jwt;
+    const void *jwk;
     memset(id, 0, sizeof(*id));
-    enum auth_token_error rc = auth_jwt_decode(token, len, &jwt);
+    enum auth_token_error rc = auth_jwt_check(token, len, auth_entra_key, keys, &jwt, &jwk);
     if (rc != AUTH_TOKEN_OK)
         return rc;
-    if (strcmp(jwt.alg, "RS256") != 0) {
-        rc = AUTH_TOKEN_UNSUPPORTED_ALG;
-        goto out;
-    }
-    const struct auth_jwk *jwk = keys ? auth_jwks_find(keys, jwt.kid) : NULL;
-    if (!jwk) {
-        rc = AUTH_TOKEN_UNKNOWN_KID;
-        goto out;
-    }
-    rc = auth_jwt_verify_rs256(&jwt, jwk->key);
-    if (rc == AUTH_TOKEN_OK)
-        rc = auth_entra_claims(&jwt, jwk, policy, id);
-out:
+    rc = auth_entra_claims(&jwt, jwk, policy, id);
     auth_jwt_clear(&jwt);
     return rc;
 }

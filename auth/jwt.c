@@ -153,3 +153,31 @@ enum auth_token_error auth_jwt_verify_rs256(const struct auth_jwt *jwt, EVP_PKEY
     ERR_clear_error();
     return rc;
 }
+
+enum auth_token_error auth_jwt_check(const char *token, size_t len, auth_jwt_key_cb find,
+                                     const void *ctx, struct auth_jwt *jwt, const void **found)
+{
+    *found = NULL;
+    enum auth_token_error rc = auth_jwt_decode(token, len, jwt);
+    if (rc != AUTH_TOKEN_OK)
+        return rc;
+    EVP_PKEY *key = NULL;
+    if (strcmp(jwt->alg, "RS256") != 0)
+        rc = AUTH_TOKEN_UNSUPPORTED_ALG; /* before any key is looked at */
+    else if ((key = find(ctx, jwt, found)) == NULL)
+        rc = AUTH_TOKEN_UNKNOWN_KID;
+    else
+        rc = auth_jwt_verify_rs256(jwt, key);
+    if (rc != AUTH_TOKEN_OK)
+        auth_jwt_clear(jwt);
+    return rc;
+}
+
+bool auth_jwt_claim_time(const struct auth_jwt *jwt, const char *name, int64_t *out)
+{
+    json_t *v = json_object_get(jwt->payload, name);
+    if (!json_is_number(v))
+        return false;
+    *out = (int64_t)json_number_value(v);
+    return true;
+}

@@ -4,6 +4,7 @@
 #ifndef CMG_AUTH_JWT_H
 #define CMG_AUTH_JWT_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "jwt-t.h"
@@ -21,6 +22,16 @@ void auth_b64url_encode(const unsigned char *in, size_t len, char *out, size_t c
  * returns AUTH_TOKEN_OK; `token` must outlive jwt. Duplicate JSON keys are refused. */
 enum auth_token_error auth_jwt_decode(const char *token, size_t len, struct auth_jwt *jwt);
 void auth_jwt_clear(struct auth_jwt *jwt);
+/* Finds the verification key for a decoded token (by kid, x5t ...); may set *found to the
+ * caller's own record of the key. NULL when there is none. */
+typedef EVP_PKEY *(*auth_jwt_key_cb)(const void *ctx, const struct auth_jwt *jwt,
+                                     const void **found);
+/* Decodes, pins RS256, looks the key up with find and verifies the signature. On
+ * AUTH_TOKEN_OK jwt holds the token (auth_jwt_clear it); otherwise it is already cleared. */
+enum auth_token_error auth_jwt_check(const char *token, size_t len, auth_jwt_key_cb find,
+                                     const void *ctx, struct auth_jwt *jwt, const void **found);
+/* A numeric date claim (exp, nbf, iat) in Unix seconds; false if absent or not a number. */
+bool auth_jwt_claim_time(const struct auth_jwt *jwt, const char *name, int64_t *out);
 /* Verifies an RS256 signature with `key` (must be an RSA key). */
 enum auth_token_error auth_jwt_verify_rs256(const struct auth_jwt *jwt, EVP_PKEY *key);
 

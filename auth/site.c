@@ -97,25 +97,18 @@ bool auth_site_claims_token(const char *token, size_t len, const struct auth_sit
     return mine;
 }
 
-static bool auth_time_claim(json_t *payload, const char *name, int64_t *out)
-{
-    json_t *v = json_object_get(payload, name);
-    if (!json_is_number(v))
-        return false;
-    *out = (int64_t)json_number_value(v);
-    return true;
-}
-
-static enum auth_token_error auth_site_claims(json_t *pl, const struct auth_site_policy *p,
+static enum auth_token_error auth_site_claims(const struct auth_jwt *jwt,
+                                              const struct auth_site_policy *p,
                                               struct auth_site_identity *id)
 {
+    json_t *pl = jwt->payload;
     const char *aud = json_string_value(json_object_get(pl, "aud"));
     const char *iss = json_string_value(json_object_get(pl, "iss"));
     const char *type = json_string_value(json_object_get(pl, "Type"));
     const char *uid = json_string_value(json_object_get(pl, "UniqueId"));
     int64_t nbf, exp;
-    if (!aud || !iss || !type || !uid || !*uid || !auth_time_claim(pl, "nbf", &nbf) ||
-        !auth_time_claim(pl, "exp", &exp))
+    if (!aud || !iss || !type || !uid || !*uid || !auth_jwt_claim_time(jwt, "nbf", &nbf) ||
+        !auth_jwt_claim_time(jwt, "exp", &exp))
         return AUTH_TOKEN_MISSING_CLAIM;
     if (strcmp(aud, AUTH_SITE_AUDIENCE) != 0)
         return AUTH_TOKEN_BAD_AUDIENCE;
@@ -143,30 +136,26 @@ static enum auth_token_error auth_site_claims(json_t *pl, const struct auth_site
     return AUTH_TOKEN_OK;
 }
 
+static EVP_PKEY *auth_site_key(const void *ctx, const struct auth_jwt *jwt, const void **found)
+{
+    const struct auth_site_signer *sg =
+        auth_site_find(ctx, json_string_value(json_object_get(jwt->header, "x5t")));
+    *found = sg;
+    return sg ? sg->key : NULL;
+}
+
 enum auth_token_error auth_site_verify(const char *token, size_t len,
                                        const struct auth_site_policy *policy,
                                        const struct auth_site_keys *keys,
                                        struct auth_site_identity *id)
 {
     struct auth_jwt jwt;
+    const void *signer;
     memset(id, 0, sizeof(*id));
-    enum auth_token_error rc = auth_jwt_decode(token, len, &jwt);
+    enum auth_token_error rc = auth_jwt_check(token, len, auth_site_key, keys, &jwt, &signer);
     if (rc != AUTH_TOKEN_OK)
         return rc;
-    if (strcmp(jwt.alg, "RS256") != 0) {
-        rc = AUTH_TOKEN_UNSUPPORTED_ALG;
-        goto out;
-    }
-    const struct auth_site_signer *s =
-        auth_site_find(keys, json_string_value(json_object_get(jwt.header, "x5t")));
-    if (!s) {
-        rc = AUTH_TOKEN_UNKNOWN_KID;
-        goto out;
-    }
-    rc = auth_jwt_verify_rs256(&jwt, s->key);
-    if (rc == AUTH_TOKEN_OK)
-        rc = auth_site_claims(jwt.payload, policy, id);
-out:
+    rc = auth_site_claims(&jwt, policy, id);
     auth_jwt_clear(&jwt);
     return rc;
 }

@@ -83,6 +83,18 @@ static void gw_plain(struct gw_conn *c, int status, const char *reason, const ch
     gw_conn_respond(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n, extra);
 }
 
+/* An authenticated request for a role id that no connection point serves (yet): the client
+ * should come back, so 503 with Retry-After rather than 404. */
+static void gw_no_connection_point(struct gw_conn *c, const struct auth_route *route)
+{
+    char body[160];
+    int n = snprintf(body, sizeof(body),
+                     "503 no connection point serves role id %llu on this instance\n",
+                     (unsigned long long)route->role_id);
+    gw_conn_respond(c, 503, "Service Unavailable", "text/plain; charset=utf-8", body, (size_t)n,
+                    "Retry-After: 30\r\n");
+}
+
 /* CCM_Proxy_MutualAuth/<role id>/...: the client certificate decides, before anything is
  * forwarded. Reason phrases are the product's: a missing certificate is
  * CMGConnector_Clientcertificaterequired, an unacceptable one CMGConnector_Forbidden. */
@@ -91,12 +103,7 @@ static void gw_mutual_auth(struct gw_conn *c, const struct auth_route *route)
     enum tls_client_verdict v = c->cert_verdict;
     GW_INC(c->w->metrics.client_cert[v < TLS_CLIENT_VERDICT_N ? v : TLS_CLIENT_INVALID]);
     if (v == TLS_CLIENT_OK) {
-        char body[160];
-        int n = snprintf(body, sizeof(body),
-                         "503 no connection point serves role id %llu on this instance\n",
-                         (unsigned long long)route->role_id);
-        gw_conn_respond(c, 503, "Service Unavailable", "text/plain; charset=utf-8", body, (size_t)n,
-                        "Retry-After: 30\r\n");
+        gw_no_connection_point(c, route);
         return;
     }
     const char *detail = NULL;
@@ -175,12 +182,7 @@ static void gw_bearer_auth(struct gw_conn *c, const struct auth_route *route)
         return;
     }
     GW_INC(c->w->metrics.token_ok[id.kind == AUTH_SITE_BULK ? 1 : 0]);
-    char body[200];
-    int n = snprintf(body, sizeof(body),
-                     "503 no connection point serves role id %llu on this instance\n",
-                     (unsigned long long)route->role_id);
-    gw_conn_respond(c, 503, "Service Unavailable", "text/plain; charset=utf-8", body, (size_t)n,
-                    "Retry-After: 30\r\n");
+    gw_no_connection_point(c, route);
 }
 
 void gw_router_handle(struct gw_conn *c)
