@@ -16,7 +16,6 @@
 #define GW_LINGER_MS 2000
 #define GW_READ_BUDGET 8 /* SSL_read calls per wake-up before yielding to other connections */
 
-void gw_worker_conn_gone(struct gw_worker *w);
 static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg);
 static int gw_conn_flush(struct gw_conn *c);
 static int gw_conn_read(struct gw_conn *c);

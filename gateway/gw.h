@@ -146,6 +146,8 @@ int gw_worker_start(struct gw_worker *w);
 /* Sends a message to a worker (any thread). Takes ownership of arg on success. */
 int gw_worker_post(struct gw_worker *w, enum gw_msg_type type, void *arg);
 void gw_worker_join(struct gw_worker *w);
+/* Tells the worker one of its connections went away (drain accounting). */
+void gw_worker_conn_gone(struct gw_worker *w);
 /* Refreshes w->date when the second changed; returns it. */
 const char *gw_worker_date(struct gw_worker *w);
 

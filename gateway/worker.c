@@ -210,8 +210,6 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
     }
 }
 
-/* Called by conn.c whenever a connection goes away. */
-void gw_worker_conn_gone(struct gw_worker *w);
 void gw_worker_conn_gone(struct gw_worker *w)
 {
     gw_worker_check_drained(w);

@@ -9,7 +9,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
-#include "tls.h"
+#include "tls-int.h"
 
 struct tls_client_trust {
     X509_STORE *store;              /* roots + CRLs, owned */
@@ -263,8 +263,6 @@ static int tls_client_verify_cb(X509_STORE_CTX *sctx, void *arg)
     return 1;
 }
 
-/* Called by ctx.c when the context asks for client certificates. */
-void tls_client_ctx_setup(SSL_CTX *ctx, const struct tls_client_trust *t);
 void tls_client_ctx_setup(SSL_CTX *ctx, const struct tls_client_trust *t)
 {
     CRYPTO_THREAD_run_once(&tls_client_once, tls_client_ex_init);

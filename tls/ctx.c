@@ -11,13 +11,12 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
-#include "tls.h"
+#include "tls-int.h"
 
 /* CBC suites that TLS 1.0/1.1 clients need; only added when the TLS 1.2 floor is off. */
 #define TLS_LEGACY_CIPHERS                                                                         \
     "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"
 
-void tls_client_ctx_setup(SSL_CTX *ctx, const struct tls_client_trust *t); /* client.c */
 
 struct tls_ctx_data {
     struct tls_ticket_keys keys; /* count 0: OpenSSL's own per-process keys */
