@@ -108,6 +108,7 @@ static int op_error(const char *msg)
 struct opt {
     const char *name; /* without the leading "--" */
     const char **value;
+    char short_name; /* "-c" for "--config"; 0 for none */
 };
 
 /* Finds the option argv[*i] ("--name VALUE" or "--name=VALUE") in opts and stores its value,
@@ -120,8 +121,9 @@ static int take_option(const char *verb, const struct opt *opts, int argc, char 
     const struct opt *o;
 
     for (o = opts; o->name; o++) {
-        if (strncmp(arg, "--", 2) != 0 || len != 2 + strlen(o->name) ||
-            strncmp(arg + 2, o->name, len - 2) != 0)
+        bool is_short = o->short_name && arg[0] == '-' && arg[1] == o->short_name && !arg[2];
+        if (!is_short && (strncmp(arg, "--", 2) != 0 || len != 2 + strlen(o->name) ||
+                          strncmp(arg + 2, o->name, len - 2) != 0))
             continue;
         if (eq) {
             *o->value = eq + 1;
@@ -222,10 +224,10 @@ static int cmd_pki_init(int argc, char **argv)
         .valid_days = DEFAULT_DAYS,
     };
     const struct opt opts[] = {
-        {"service-name", &o.service_name},
-        {"pfx-password", &o.pfx_password},
-        {"days", &days},
-        {NULL, NULL},
+        {"service-name", &o.service_name, 0},
+        {"pfx-password", &o.pfx_password, 0},
+        {"days", &days, 0},
+        {NULL, NULL, 0},
     };
     char err[512];
     int rc = parse_args("pki init", "DIR", argc, argv, opts, &dir);
@@ -249,7 +251,7 @@ static int cmd_pki_init(int argc, char **argv)
 static int cmd_tickets_rotate(int argc, char **argv)
 {
     const char *file, *keep_arg = NULL;
-    const struct opt opts[] = {{"keep", &keep_arg}, {NULL, NULL}};
+    const struct opt opts[] = {{"keep", &keep_arg, 0}, {NULL, NULL, 0}};
     struct tls_ticket_keys keys;
     unsigned keep = DEFAULT_KEEP, i;
     char err[512];
@@ -324,6 +326,16 @@ static void print_cert_line(int depth, X509 *x)
     BIO_free(mem);
 }
 
+/* The [auth] section of a gateway configuration, every error printed. */
+static int load_auth(const char *config, struct auth_settings *st, struct config_report *r)
+{
+    if (auth_settings_load(config, st, r) == 0)
+        return 0;
+    for (unsigned i = 0; i < r->nerrors; i++)
+        fprintf(stderr, "cmgctl: %s\n", r->errors[i]);
+    return -1;
+}
+
 /* Splits a comma-separated list into at most max pointers into *copy (caller frees). */
 static size_t split_list(const char *list, char **copy, const char **out, size_t max)
 {
@@ -339,7 +351,8 @@ static size_t split_list(const char *list, char **copy, const char **out, size_t
 static int cmd_cert_verify(int argc, char **argv)
 {
     const char *cert_path, *config = NULL, *chain_path = NULL;
-    const struct opt opts[] = {{"config", &config}, {"chain", &chain_path}, {NULL, NULL}};
+    const struct opt opts[] = {
+        {"config", &config, 'c'}, {"chain", &chain_path, 0}, {NULL, NULL, 0}};
     struct auth_settings st;
     struct config_report r;
     struct tls_client_trust *trust = NULL;
@@ -350,9 +363,6 @@ static int cmd_cert_verify(int argc, char **argv)
     size_t nf, nc;
     int rc;
 
-    for (int i = 0; i < argc; i++) /* -c is short for --config */
-        if (strcmp(argv[i], "-c") == 0)
-            argv[i] = (char *)"--config";
     rc = parse_args("cert verify", "CERT", argc, argv, opts, &cert_path);
     if (rc < 0) {
         fputs(usage_text, stdout);
@@ -363,11 +373,8 @@ static int cmd_cert_verify(int argc, char **argv)
     if (!config)
         return usage_error("cert verify: -c GATEWAY.INI is required");
     rc = 2;
-    if (auth_settings_load(config, &st, &r) != 0) {
-        for (unsigned i = 0; i < r.nerrors; i++)
-            fprintf(stderr, "cmgctl: %s\n", r.errors[i]);
+    if (load_auth(config, &st, &r) != 0)
         goto out;
-    }
     if (!st.trusted_certs || !*st.trusted_certs) {
         fprintf(stderr,
                 "cmgctl: %s: auth.trusted_certs is not set: the gateway accepts no client "
@@ -479,8 +486,9 @@ static int cmd_token_issue(int argc, char **argv)
 {
     const char *kind, *key_path = NULL, *cert_path = NULL, *hier = NULL, *lifetime = NULL,
                       *uid = NULL;
-    const struct opt opts[] = {{"key", &key_path},      {"cert", &cert_path}, {"hierarchy", &hier},
-                               {"lifetime", &lifetime}, {"unique-id", &uid},  {NULL, NULL}};
+    const struct opt opts[] = {{"key", &key_path, 0},   {"cert", &cert_path, 0},
+                               {"hierarchy", &hier, 0}, {"lifetime", &lifetime, 0},
+                               {"unique-id", &uid, 0},  {NULL, NULL, 0}};
     struct auth_site_keys keys;
     char err[512], uidbuf[40];
     long long life;
@@ -549,16 +557,13 @@ static int cmd_token_issue(int argc, char **argv)
 static int cmd_token_verify(int argc, char **argv)
 {
     const char *token_arg, *config = NULL, *path = NULL;
-    const struct opt opts[] = {{"config", &config}, {"path", &path}, {NULL, NULL}};
+    const struct opt opts[] = {{"config", &config, 'c'}, {"path", &path, 0}, {NULL, NULL, 0}};
     struct auth_settings st;
     struct config_report r;
     struct auth_site_keys keys;
     char buf[16384], err[512];
     int rc;
 
-    for (int i = 0; i < argc; i++)
-        if (strcmp(argv[i], "-c") == 0)
-            argv[i] = (char *)"--config";
     rc =
         parse_args("token verify", "TOKEN (or - for standard input)", argc, argv, opts, &token_arg);
     if (rc < 0) {
@@ -578,11 +583,8 @@ static int cmd_token_verify(int argc, char **argv)
     }
     memset(&keys, 0, sizeof keys);
     rc = 2;
-    if (auth_settings_load(config, &st, &r) != 0) {
-        for (unsigned i = 0; i < r.nerrors; i++)
-            fprintf(stderr, "cmgctl: %s\n", r.errors[i]);
+    if (load_auth(config, &st, &r) != 0)
         goto out;
-    }
     const char *files[AUTH_SITE_SIGNERS_MAX];
     char *copy = NULL;
     size_t nf = split_list(st.site_token_certs, &copy, files, AUTH_SITE_SIGNERS_MAX);
