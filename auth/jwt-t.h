@@ -11,6 +11,7 @@
 
 #define AUTH_JWT_MAX_LEN 16384 /* a token longer than this is refused unread */
 #define AUTH_JWKS_MAX_KEYS 64
+#define AUTH_CLOCK_SKEW 300 /* seconds, as Microsoft.IdentityModel allows */
 
 /* Why a token was refused; names (auth_token_error_name) label logs and metrics. */
 enum auth_token_error {

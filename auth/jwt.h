@@ -63,8 +63,8 @@ enum auth_token_error auth_site_verify(const char *token, size_t len,
                                        const struct auth_site_policy *policy,
                                        const struct auth_site_keys *keys,
                                        struct auth_site_identity *id);
-/* True when the token's header names an x5t among the site's signers (so it is the site's to
- * judge, not Entra's). */
-bool auth_site_claims_token(const char *token, size_t len, const struct auth_site_keys *keys);
+/* True when a bulk-registration token may be used on this internal path (after the role id):
+ * the token service and registration requests, the doors a new client needs. */
+bool auth_bulk_token_allowed(const char *path, size_t len);
 
 #endif

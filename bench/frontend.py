@@ -597,13 +597,20 @@ def throughput_run(ctx, name, rnd):
     except Exception as e:  # noqa: BLE001 - record and go on with the next server
         rec["error"] = str(e)
     finally:
-        if srv.proc is not None:
-            rec["stop"] = srv.stop()
-            if srv.name == "cmg" and rec["stop"]["exit_status"] not in (0, None):
-                rec.setdefault("error", f"cmg exited with status {rec['stop']['exit_status']}")
-                rec["ok"] = False
-            rec["server_log_tail"] = srv.log_tail()
+        stop_server(srv, rec)
     return rec
+
+
+def stop_server(srv, rec):
+    """Stops a server the harness started and records how it ended; a gateway that does not
+    exit 0 on SIGTERM fails the run."""
+    if srv.proc is None:
+        return
+    rec["stop"] = srv.stop()
+    if srv.name == "cmg" and rec["stop"]["exit_status"] not in (0, None):
+        rec.setdefault("error", f"cmg exited with status {rec['stop']['exit_status']}")
+        rec["ok"] = False
+    rec["server_log_tail"] = srv.log_tail()
 
 
 def read_line(proc, prefix, deadline, buf):
@@ -761,12 +768,7 @@ def idle_run(ctx, name, tls, rnd):
     except Exception as e:  # noqa: BLE001
         rec["error"] = str(e)
     finally:
-        if srv.proc is not None:
-            rec["stop"] = srv.stop()
-            if srv.name == "cmg" and rec["stop"]["exit_status"] not in (0, None):
-                rec.setdefault("error", f"cmg exited with status {rec['stop']['exit_status']}")
-                rec["ok"] = False
-            rec["server_log_tail"] = srv.log_tail()
+        stop_server(srv, rec)
     return rec
 
 

@@ -373,23 +373,8 @@ static int config_load_common(struct config_load_state *st)
     return st->report->nerrors ? -1 : 0;
 }
 
-int config_load_file(const char *path, const struct config_key *schema, size_t n, void *target,
-                     struct config_report *report)
-{
-    FILE *fp = fopen(path, "r");
-    if (!fp) {
-        config_report_add(report, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    struct config_load_state st = {
-        .schema = schema, .n = n, .target = target, .report = report, .fp = fp};
-    int rc = config_load_common(&st);
-    fclose(fp);
-    return rc;
-}
-
-int config_load_file_sections(const char *path, const struct config_key *schema, size_t n,
-                              void *target, struct config_report *report)
+static int config_load_path(const char *path, const struct config_key *schema, size_t n,
+                            void *target, struct config_report *report, bool skip_foreign)
 {
     FILE *fp = fopen(path, "r");
     if (!fp) {
@@ -401,10 +386,22 @@ int config_load_file_sections(const char *path, const struct config_key *schema,
                                    .target = target,
                                    .report = report,
                                    .fp = fp,
-                                   .skip_foreign = true};
+                                   .skip_foreign = skip_foreign};
     int rc = config_load_common(&st);
     fclose(fp);
     return rc;
+}
+
+int config_load_file(const char *path, const struct config_key *schema, size_t n, void *target,
+                     struct config_report *report)
+{
+    return config_load_path(path, schema, n, target, report, false);
+}
+
+int config_load_file_sections(const char *path, const struct config_key *schema, size_t n,
+                              void *target, struct config_report *report)
+{
+    return config_load_path(path, schema, n, target, report, true);
 }
 
 int config_load_string(const char *name, const char *text, const struct config_key *schema,

@@ -83,6 +83,9 @@ int core_write_all(int fd, const void *buf, size_t len);
 char *core_dirname(const char *path);
 /* Makes a relative path (heap string, replaced) relative to dir; absolute ones stay. */
 void core_path_resolve(char **p, const char *dir);
+/* Splits a list separated by commas and/or spaces into at most max entries pointing into
+ * *copy (a heap copy the caller frees). Returns the number of entries. */
+size_t core_split_list(const char *list, char **copy, const char **out, size_t max);
 /* The same for each entry of a comma-separated list (rewritten with ',' separators). */
 void core_path_resolve_list(char **list, const char *dir);
 

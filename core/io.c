@@ -50,27 +50,38 @@ void core_path_resolve(char **p, const char *dir)
     *p = abs;
 }
 
+size_t core_split_list(const char *list, char **copy, const char **out, size_t max)
+{
+    *copy = strdup(list ? list : "");
+    size_t n = 0;
+    char *save = NULL;
+    if (!*copy)
+        return 0;
+    for (char *t = strtok_r(*copy, ", ", &save); t && n < max; t = strtok_r(NULL, ", ", &save))
+        out[n++] = t;
+    return n;
+}
+
 void core_path_resolve_list(char **list, const char *dir)
 {
     if (!*list || !**list)
         return;
-    size_t cap = strlen(*list) + 64 * (strlen(dir) + 2), used = 0;
+    const char *items[256];
+    char *copy;
+    size_t n = core_split_list(*list, &copy, items, 256);
+    size_t cap = strlen(*list) + n * (strlen(dir) + 2) + 1, used = 0;
     char *out = calloc(1, cap);
-    char *copy = strdup(*list), *save = NULL;
-    if (!out || !copy) {
-        free(out);
-        free(copy);
-        return;
-    }
-    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        char *one = strdup(t);
+    for (size_t i = 0; out && i < n; i++) {
+        char *one = strdup(items[i]);
         core_path_resolve(&one, dir);
-        int n = snprintf(out + used, cap - used, "%s%s", used ? "," : "", one);
-        if (n > 0 && (size_t)n < cap - used)
-            used += (size_t)n;
+        int w = snprintf(out + used, cap - used, "%s%s", used ? "," : "", one);
+        if (w > 0 && (size_t)w < cap - used)
+            used += (size_t)w;
         free(one);
     }
     free(copy);
-    free(*list);
-    *list = out;
+    if (out) {
+        free(*list);
+        *list = out;
+    }
 }

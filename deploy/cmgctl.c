@@ -281,31 +281,6 @@ static int cmd_tickets_rotate(int argc, char **argv)
     return 0;
 }
 
-/* Reads every certificate of a PEM file, or the one of a DER file, onto out. */
-static int read_certs(const char *path, STACK_OF(X509) * out)
-{
-    BIO *b = BIO_new_file(path, "rb");
-    X509 *x;
-    int n = 0;
-
-    if (!b)
-        return -1;
-    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-        sk_X509_push(out, x);
-        n++;
-    }
-    if (n == 0) {
-        (void)BIO_reset(b);
-        if ((x = d2i_X509_bio(b, NULL)) != NULL) {
-            sk_X509_push(out, x);
-            n++;
-        }
-    }
-    BIO_free(b);
-    ERR_clear_error();
-    return n ? 0 : -1;
-}
-
 static void print_cert_line(int depth, X509 *x)
 {
     char subject[256], issuer[256];
@@ -326,6 +301,24 @@ static void print_cert_line(int depth, X509 *x)
     BIO_free(mem);
 }
 
+/* parse_args for the verbs that read a gateway's configuration, where -c is required.
+ * Returns 0 to go on, -1 after printing the help, or a usage error's exit code. */
+static int parse_config_args(const char *verb, const char *operand_name, int argc, char **argv,
+                             const struct opt *opts, const char **operand,
+                             const char *const *config)
+{
+    int rc = parse_args(verb, operand_name, argc, argv, opts, operand);
+    if (rc < 0) {
+        fputs(usage_text, stdout);
+        return -1;
+    }
+    if (rc)
+        return rc;
+    if (!*config)
+        return usage_error("%s: -c GATEWAY.INI is required", verb);
+    return 0;
+}
+
 /* The [auth] section of a gateway configuration, every error printed. */
 static int load_auth(const char *config, struct auth_settings *st, struct config_report *r)
 {
@@ -334,18 +327,6 @@ static int load_auth(const char *config, struct auth_settings *st, struct config
     for (unsigned i = 0; i < r->nerrors; i++)
         fprintf(stderr, "cmgctl: %s\n", r->errors[i]);
     return -1;
-}
-
-/* Splits a comma-separated list into at most max pointers into *copy (caller frees). */
-static size_t split_list(const char *list, char **copy, const char **out, size_t max)
-{
-    char *save = NULL;
-    size_t n = 0;
-
-    *copy = strdup(list ? list : "");
-    for (char *t = strtok_r(*copy, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save))
-        out[n++] = t;
-    return n;
 }
 
 static int cmd_cert_verify(int argc, char **argv)
@@ -363,15 +344,9 @@ static int cmd_cert_verify(int argc, char **argv)
     size_t nf, nc;
     int rc;
 
-    rc = parse_args("cert verify", "CERT", argc, argv, opts, &cert_path);
-    if (rc < 0) {
-        fputs(usage_text, stdout);
-        return 0;
-    }
+    rc = parse_config_args("cert verify", "CERT", argc, argv, opts, &cert_path, &config);
     if (rc)
-        return rc;
-    if (!config)
-        return usage_error("cert verify: -c GATEWAY.INI is required");
+        return rc < 0 ? 0 : rc;
     rc = 2;
     if (load_auth(config, &st, &r) != 0)
         goto out;
@@ -382,20 +357,17 @@ static int cmd_cert_verify(int argc, char **argv)
                 config);
         goto out;
     }
-    nf = split_list(st.trusted_certs, &fcopy, files, 64);
-    nc = split_list(st.crl_files, &ccopy, crls, 64);
+    nf = core_split_list(st.trusted_certs, &fcopy, files, 64);
+    nc = core_split_list(st.crl_files, &ccopy, crls, 64);
     trust = tls_client_trust_load(files, nf, crls, nc, st.verify_revocation, err, sizeof err);
     if (!trust) {
         fprintf(stderr, "cmgctl: %s: auth: %s\n", config, err);
         goto out;
     }
     certs = sk_X509_new_null();
-    if (read_certs(cert_path, certs) != 0) {
-        fprintf(stderr, "cmgctl: cannot read a certificate (PEM or DER) from %s\n", cert_path);
-        goto out;
-    }
-    if (chain_path && read_certs(chain_path, certs) != 0) {
-        fprintf(stderr, "cmgctl: cannot read certificates (PEM) from %s\n", chain_path);
+    if (tls_read_certs(cert_path, certs, err, sizeof err) < 0 ||
+        (chain_path && tls_read_certs(chain_path, certs, err, sizeof err) < 0)) {
+        fprintf(stderr, "cmgctl: cannot read a certificate: %s\n", err);
         goto out;
     }
     leaf = sk_X509_shift(certs);
@@ -564,16 +536,10 @@ static int cmd_token_verify(int argc, char **argv)
     char buf[16384], err[512];
     int rc;
 
-    rc =
-        parse_args("token verify", "TOKEN (or - for standard input)", argc, argv, opts, &token_arg);
-    if (rc < 0) {
-        fputs(usage_text, stdout);
-        return 0;
-    }
+    rc = parse_config_args("token verify", "TOKEN (or - for standard input)", argc, argv, opts,
+                           &token_arg, &config);
     if (rc)
-        return rc;
-    if (!config)
-        return usage_error("token verify: -c GATEWAY.INI is required");
+        return rc < 0 ? 0 : rc;
     const char *tok = token_arg;
     if (strcmp(token_arg, "-") == 0) {
         size_t n = fread(buf, 1, sizeof buf - 1, stdin);
@@ -587,7 +553,7 @@ static int cmd_token_verify(int argc, char **argv)
         goto out;
     const char *files[AUTH_SITE_SIGNERS_MAX];
     char *copy = NULL;
-    size_t nf = split_list(st.site_token_certs, &copy, files, AUTH_SITE_SIGNERS_MAX);
+    size_t nf = core_split_list(st.site_token_certs, &copy, files, AUTH_SITE_SIGNERS_MAX);
     for (size_t i = 0; i < nf; i++)
         if (auth_site_keys_add_file(&keys, files[i], err, sizeof err) != 0) {
             fprintf(stderr, "cmgctl: %s: auth.site_token_certs: %s\n", config, err);
@@ -607,24 +573,22 @@ static int cmd_token_verify(int argc, char **argv)
         free(pd);
         auth_jwt_clear(&jwt);
     }
-    if (e == AUTH_TOKEN_OK && !auth_site_claims_token(tok, strlen(tok), &keys)) {
-        e = AUTH_TOKEN_UNKNOWN_KID;
+    if (e == AUTH_TOKEN_OK) {
+        struct auth_site_policy p = {
+            .hierarchy_id = st.hierarchy_id,
+            .bulk_allowed = !path || auth_bulk_token_allowed(path, strlen(path)),
+            .skew = AUTH_CLOCK_SKEW,
+            .now = (int64_t)time(NULL),
+        };
+        struct auth_site_identity id;
+        e = auth_site_verify(tok, strlen(tok), &p, &keys, &id);
+    }
+    if (e == AUTH_TOKEN_UNKNOWN_KID) {
         printf("rejected: unknown_kid: not signed by a certificate in auth.site_token_certs "
                "(%u configured); Entra ID keys are not fetched by this release\n",
                keys.n);
         rc = 1;
         goto out;
-    }
-    if (e == AUTH_TOKEN_OK) {
-        struct auth_site_policy p = {
-            .hierarchy_id = st.hierarchy_id,
-            .bulk_allowed = !path || strncasecmp(path, "/CCM_STS", 8) == 0 ||
-                            strncasecmp(path, "/ccm_system", 11) == 0,
-            .skew = 300,
-            .now = (int64_t)time(NULL),
-        };
-        struct auth_site_identity id;
-        e = auth_site_verify(tok, strlen(tok), &p, &keys, &id);
     }
     if (e == AUTH_TOKEN_OK) {
         printf("accepted\n");

@@ -75,6 +75,45 @@ static void gw_metric_simple(struct gw_out *o, struct gw_server *s, const char *
 #define GW_M(o, s, name, type, help, field)                                                        \
     gw_metric_simple(o, s, name, type, help, offsetof(struct gw_metrics, field))
 
+/* A counter array in struct gw_metrics, one series per worker and per entry [from, n), each
+ * labelled `label` with the name the entry's index maps to. */
+static void gw_metric_labelled(struct gw_out *o, struct gw_server *s, const char *name,
+                               const char *help, const char *label, const char *(*name_of)(int),
+                               size_t off, int from, int n)
+{
+    gw_metric_head(o, name, "counter", help);
+    GW_FOR_WORKERS(s, w)
+    {
+        const uint64_t *arr = (const uint64_t *)((const char *)&w->metrics + off);
+        for (int i = from; i < n; i++)
+            gw_out_printf(o, "%s{worker=\"%u\",%s=\"%s\"} %llu\n", name, w->id, label, name_of(i),
+                          (unsigned long long)GW_GET(arr[i]));
+    }
+}
+
+static const char *gw_tls_version_of(int i)
+{
+    return gw_tls_version_label((enum gw_tls_version)i);
+}
+
+static const char *gw_hs_fail_of(int i)
+{
+    return gw_hs_fail_name((enum gw_hs_fail)i);
+}
+
+static const char *gw_verdict_of(int i)
+{
+    return tls_client_verdict_name((enum tls_client_verdict)i);
+}
+
+static const char *gw_token_error_of(int i)
+{
+    return auth_token_error_name((enum auth_token_error)i);
+}
+
+#define GW_LABELLED(o, s, name, help, label, fn, field, from, n)                                   \
+    gw_metric_labelled(o, s, name, help, label, fn, offsetof(struct gw_metrics, field), from, n)
+
 char *gw_metrics_render(struct gw_server *s, size_t *len)
 {
     struct gw_out o = {malloc(16384), 0, 16384};
@@ -117,20 +156,12 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
     GW_M(&o, s, "cmg_connections_refused_total", "counter",
          "Connections refused because gateway.max_connections was reached.", conn_refused);
 
-    gw_metric_head(&o, "cmg_tls_handshakes_total", "counter",
-                   "Completed TLS handshakes by protocol version.");
-    GW_FOR_WORKERS(s, w)
-    for (int v = 0; v < GW_TLS_NVERSIONS; v++)
-        gw_out_printf(&o, "cmg_tls_handshakes_total{worker=\"%u\",version=\"%s\"} %llu\n", w->id,
-                      gw_tls_version_label(v), (unsigned long long)GW_GET(w->metrics.hs_ok[v]));
+    GW_LABELLED(&o, s, "cmg_tls_handshakes_total", "Completed TLS handshakes by protocol version.",
+                "version", gw_tls_version_of, hs_ok, 0, GW_TLS_NVERSIONS);
     GW_M(&o, s, "cmg_tls_resumptions_total", "counter", "Handshakes that resumed a session.",
          hs_resumed);
-    gw_metric_head(&o, "cmg_tls_handshake_failures_total", "counter",
-                   "Failed TLS handshakes by reason.");
-    GW_FOR_WORKERS(s, w)
-    for (int f = 0; f < GW_HSF_N; f++)
-        gw_out_printf(&o, "cmg_tls_handshake_failures_total{worker=\"%u\",reason=\"%s\"} %llu\n",
-                      w->id, gw_hs_fail_name(f), (unsigned long long)GW_GET(w->metrics.hs_fail[f]));
+    GW_LABELLED(&o, s, "cmg_tls_handshake_failures_total", "Failed TLS handshakes by reason.",
+                "reason", gw_hs_fail_of, hs_fail, 0, GW_HSF_N);
 
     gw_metric_head(&o, "cmg_http_requests_total", "counter", "Requests answered, by status.");
     GW_FOR_WORKERS(s, w)
@@ -159,13 +190,9 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
             gw_out_printf(&o, "cmg_http_timeouts_total{worker=\"%u\",kind=\"%s\"} %llu\n", w->id,
                           t[i].kind, (unsigned long long)GW_GET(*t[i].v));
     }
-    gw_metric_head(&o, "cmg_auth_client_certificates_total", "counter",
-                   "Client-certificate decisions on CCM_Proxy_MutualAuth routes, by verdict.");
-    GW_FOR_WORKERS(s, w)
-    for (int v = 0; v < TLS_CLIENT_VERDICT_N; v++)
-        gw_out_printf(&o, "cmg_auth_client_certificates_total{worker=\"%u\",verdict=\"%s\"} %llu\n",
-                      w->id, tls_client_verdict_name(v),
-                      (unsigned long long)GW_GET(w->metrics.client_cert[v]));
+    GW_LABELLED(&o, s, "cmg_auth_client_certificates_total",
+                "Client-certificate decisions on CCM_Proxy_MutualAuth routes, by verdict.",
+                "verdict", gw_verdict_of, client_cert, 0, TLS_CLIENT_VERDICT_N);
     gw_metric_head(&o, "cmg_auth_tokens_accepted_total", "counter",
                    "Bearer tokens accepted on CCM_Proxy_ServerAuth routes, by kind.");
     GW_FOR_WORKERS(s, w)
@@ -175,13 +202,9 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
         gw_out_printf(&o, "cmg_auth_tokens_accepted_total{worker=\"%u\",kind=\"bulk\"} %llu\n",
                       w->id, (unsigned long long)GW_GET(w->metrics.token_ok[1]));
     }
-    gw_metric_head(&o, "cmg_auth_token_rejections_total", "counter",
-                   "Bearer tokens refused on CCM_Proxy_ServerAuth routes, by cause.");
-    GW_FOR_WORKERS(s, w)
-    for (int e = 1; e < AUTH_TOKEN_ERROR_N; e++)
-        gw_out_printf(&o, "cmg_auth_token_rejections_total{worker=\"%u\",cause=\"%s\"} %llu\n",
-                      w->id, auth_token_error_name(e),
-                      (unsigned long long)GW_GET(w->metrics.token_fail[e]));
+    GW_LABELLED(&o, s, "cmg_auth_token_rejections_total",
+                "Bearer tokens refused on CCM_Proxy_ServerAuth routes, by cause.", "cause",
+                gw_token_error_of, token_fail, 1, AUTH_TOKEN_ERROR_N);
     *len = o.len;
     return o.buf;
 }

@@ -133,16 +133,14 @@ static bool gw_addr_ok(const char *s)
 static void gw_check_addrs(struct config_report *r, const char *section, const char *name,
                            const char *list)
 {
-    char *copy = strdup(list ? list : "");
-    char *save = NULL;
-    int count = 0;
-    for (char *tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-        count++;
-        if (!gw_addr_ok(tok))
+    const char *addrs[64];
+    char *copy;
+    size_t n = core_split_list(list, &copy, addrs, 64);
+    for (size_t i = 0; i < n; i++)
+        if (!gw_addr_ok(addrs[i]))
             config_report_error(r, gw_config_schema, gw_key(section, name),
-                                "\"%s\" is not host:port (e.g. 0.0.0.0:443 or [::]:443)", tok);
-    }
-    if (!count)
+                                "\"%s\" is not host:port (e.g. 0.0.0.0:443 or [::]:443)", addrs[i]);
+    if (!n)
         config_report_error(r, gw_config_schema, gw_key(section, name), "no address given");
     free(copy);
 }

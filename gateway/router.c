@@ -117,20 +117,6 @@ static void gw_mutual_auth(struct gw_conn *c, const struct auth_route *route)
         gw_plain(c, 403, "CMGConnector_Forbidden", NULL);
 }
 
-/* Bulk-registration tokens open only the doors a new client needs: the token service and
- * registration requests. */
-static bool gw_bulk_allowed(const struct auth_route *route)
-{
-    static const char *doors[] = {"/CCM_STS", "/ccm_system/request", "/ccm_system_tokenauth/",
-                                  "/ccm_system_altauth/"};
-    for (size_t i = 0; i < sizeof(doors) / sizeof(doors[0]); i++) {
-        size_t n = strlen(doors[i]);
-        if (route->rest_len >= n && strncasecmp(route->rest, doors[i], n) == 0)
-            return true;
-    }
-    return false;
-}
-
 static void gw_token_refused(struct gw_conn *c, const struct auth_route *route,
                              enum auth_token_error e, const char *why)
 {
@@ -160,25 +146,23 @@ static void gw_bearer_auth(struct gw_conn *c, const struct auth_route *route)
     while (len && tok[len - 1] == ' ')
         len--;
     const struct gw_snapshot *snap = c->snap;
-    if (!auth_site_claims_token(tok, len, &snap->site_keys)) {
-        /* Entra ID tokens need the tenant's keys, which this release does not fetch yet. */
-        gw_token_refused(c, route, AUTH_TOKEN_UNKNOWN_KID,
-                         "not signed by a configured site token-signing certificate, and no "
-                         "Entra ID keys are available");
-        return;
-    }
     struct auth_site_policy policy = {
         .hierarchy_id = snap->cfg.auth.hierarchy_id,
         .blocked = (const char *const *)snap->bulk_blocked,
         .nblocked = snap->nbulk_blocked,
-        .bulk_allowed = gw_bulk_allowed(route),
-        .skew = 300,
+        .bulk_allowed = auth_bulk_token_allowed(route->rest, route->rest_len),
+        .skew = AUTH_CLOCK_SKEW,
         .now = (int64_t)(core_wall_ms() / 1000),
     };
     struct auth_site_identity id;
     enum auth_token_error e = auth_site_verify(tok, len, &policy, &snap->site_keys, &id);
     if (e != AUTH_TOKEN_OK) {
-        gw_token_refused(c, route, e, NULL);
+        /* Entra ID tokens would need the tenant's keys, which this release does not fetch. */
+        gw_token_refused(c, route, e,
+                         e == AUTH_TOKEN_UNKNOWN_KID
+                             ? "not signed by a configured site token-signing certificate, and "
+                               "no Entra ID keys are available"
+                             : NULL);
         return;
     }
     GW_INC(c->w->metrics.token_ok[id.kind == AUTH_SITE_BULK ? 1 : 0]);

@@ -25,17 +25,6 @@ static size_t gw_key(const char *section, const char *name)
     return (size_t)config_find(gw_config_schema, gw_config_schema_len, section, name);
 }
 
-/* Splits a comma-separated list into up to `max` pointers into `copy` (caller frees copy). */
-static size_t gw_split(const char *list, char **copy, const char **out, size_t max)
-{
-    *copy = strdup(list ? list : "");
-    size_t n = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(*copy, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save))
-        out[n++] = t;
-    return n;
-}
-
 static int gw_snapshot_client_trust(struct gw_snapshot *s, struct config_report *r)
 {
     struct gw_config *c = &s->cfg;
@@ -43,8 +32,8 @@ static int gw_snapshot_client_trust(struct gw_snapshot *s, struct config_report 
         return 0;
     const char *certs[64], *crls[64];
     char *cc, *cl, err[512];
-    size_t nc = gw_split(c->auth.trusted_certs, &cc, certs, 64);
-    size_t nl = gw_split(c->auth.crl_files, &cl, crls, 64);
+    size_t nc = core_split_list(c->auth.trusted_certs, &cc, certs, 64);
+    size_t nl = core_split_list(c->auth.crl_files, &cl, crls, 64);
     s->client_trust =
         tls_client_trust_load(certs, nc, crls, nl, c->auth.verify_revocation, err, sizeof(err));
     free(cc);
@@ -66,7 +55,7 @@ static int gw_snapshot_site_tokens(struct gw_snapshot *s, struct config_report *
     if (a->site_token_certs && *a->site_token_certs) {
         const char *files[AUTH_SITE_SIGNERS_MAX + 1];
         char *copy;
-        size_t n = gw_split(a->site_token_certs, &copy, files, AUTH_SITE_SIGNERS_MAX + 1);
+        size_t n = core_split_list(a->site_token_certs, &copy, files, AUTH_SITE_SIGNERS_MAX + 1);
         for (size_t i = 0; i < n; i++)
             if (auth_site_keys_add_file(&s->site_keys, files[i], err, sizeof(err)) != 0) {
                 config_report_error(r, gw_config_schema, gw_key("auth", "site_token_certs"), "%s",

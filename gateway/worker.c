@@ -142,18 +142,14 @@ static void gw_worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 static int gw_worker_listen(struct gw_worker *w, char *err, size_t errlen)
 {
     const struct gw_config *c = &w->snap->cfg;
-    char *copy = strdup(c->listen);
-    char *save = NULL;
-    unsigned n = 0;
-    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
-        n++;
+    const char *addrs[64];
+    char *copy;
+    size_t n = core_split_list(c->listen, &copy, addrs, 64);
     w->listeners = calloc(n, sizeof(*w->listeners));
     w->listen_fds = calloc(n, sizeof(*w->listen_fds));
-    strcpy(copy, c->listen);
-    save = NULL;
     int rc = 0;
-    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        int fd = gw_listen_socket(t, (int)c->listen_backlog, true, err, errlen);
+    for (size_t i = 0; i < n; i++) {
+        int fd = gw_listen_socket(addrs[i], (int)c->listen_backlog, true, err, errlen);
         if (fd < 0) {
             rc = -1;
             break;

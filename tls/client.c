@@ -50,8 +50,7 @@ static bool tls_is_self_signed(X509 *x)
     return X509_check_issued(x, x) == X509_V_OK;
 }
 
-/* Reads every certificate of a PEM bundle, or the one of a DER file. */
-static int tls_read_certs(const char *path, STACK_OF(X509) * out, char *err, size_t errlen)
+int tls_read_certs(const char *path, STACK_OF(X509) * out, char *err, size_t errlen)
 {
     BIO *b = BIO_new_file(path, "rb");
     if (!b) {
@@ -79,7 +78,7 @@ static int tls_read_certs(const char *path, STACK_OF(X509) * out, char *err, siz
         snprintf(err, errlen, "%s holds no certificate (PEM or DER)", path);
         return -1;
     }
-    return 0;
+    return n;
 }
 
 static int tls_read_crl(const char *path, X509_STORE *store, char *err, size_t errlen)
@@ -126,7 +125,7 @@ struct tls_client_trust *tls_client_trust_load(const char *const *cert_files, si
     t->intermediates = sk_X509_new_null();
     t->check_revocation = check_revocation;
     for (size_t i = 0; i < ncert; i++)
-        if (tls_read_certs(cert_files[i], all, err, errlen) != 0)
+        if (tls_read_certs(cert_files[i], all, err, errlen) < 0)
             goto fail;
     for (int i = 0; i < sk_X509_num(all); i++) {
         X509 *x = sk_X509_value(all, i);

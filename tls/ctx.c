@@ -17,7 +17,6 @@
 #define TLS_LEGACY_CIPHERS                                                                         \
     "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"
 
-
 struct tls_ctx_data {
     struct tls_ticket_keys keys; /* count 0: OpenSSL's own per-process keys */
     char alpn[32];

@@ -32,6 +32,10 @@ void tls_ctx_subject_cn(SSL_CTX *ctx, char *buf, size_t len);
 
 /* ---- client certificates (client.c) ---- */
 
+/* Appends every certificate of a PEM file, or the one of a DER file, to out. Returns the
+ * number read (> 0), or -1 with a message naming the file. */
+int tls_read_certs(const char *path, STACK_OF(X509) * out, char *err, size_t errlen);
+
 /* Loads trusted certificates (PEM bundles or DER files: self-signed ones become roots, the
  * others intermediates) and CRL files (PEM or DER). With check_revocation every certificate
  * of a chain needs a current CRL from its issuer. Returns a new trust (tls_client_trust_free)

@@ -52,7 +52,10 @@ Test(site, signers_load_rsa_only)
     snprintf(path, sizeof(path), "%s/missing.pem", dir);
     cr_assert_eq(auth_site_keys_add_file(&keys, path, err, sizeof(err)), -1);
     cr_assert_eq(keys.n, 1);
-    cr_assert_not(auth_site_claims_token("a.b.c", 5, &keys));
+    cr_assert(auth_bulk_token_allowed("/CCM_STS", 8));
+    cr_assert(auth_bulk_token_allowed("/ccm_system/request", 19));
+    cr_assert_not(auth_bulk_token_allowed("/SMS_MP/.sms_aut", 16));
+    cr_assert_not(auth_bulk_token_allowed("/CCM_S", 6));
     auth_site_keys_clear(&keys);
     cr_assert_eq(keys.n, 0);
     EVP_PKEY_free(rsa);
