@@ -31,6 +31,31 @@ struct auth_route {
     size_t rest_len;
 };
 
+/* How a client authenticated. */
+enum auth_method {
+    AUTH_METHOD_NONE = 0,
+    AUTH_METHOD_CLIENT_CERT,
+    AUTH_METHOD_ENTRA,
+    AUTH_METHOD_SITE_TOKEN,
+    AUTH_METHOD_BULK_TOKEN,
+};
+
+/* Headers of this family are the gateway's alone: stripped from client requests. */
+#define AUTH_IDENTITY_PREFIX "X-CMG-"
+
+/* Who the client is, as the gateway tells the connection point. Empty strings are omitted. */
+struct auth_identity {
+    enum auth_method method;
+    char thumbprint[41];    /* SHA-1 of the client certificate, upper-case hex */
+    char subject[256];      /* certificate subject, RFC 2253 */
+    char issuer[256];       /* certificate issuer, RFC 2253 */
+    char token_subject[64]; /* Entra oid, or the site token's UniqueId */
+    char token_type[40];    /* site token Type ("Device" ...) */
+    char device_id[64];     /* Entra deviceid claim, or a site device token's UniqueId */
+    char tenant[40];
+    char app_id[40]; /* Entra appid/azp */
+};
+
 /* The [auth] section of the gateway's configuration, shared with cmgctl's diagnostics.
  * Strings are heap copies (config_free with auth_settings_keys). */
 struct auth_settings {
@@ -40,6 +65,20 @@ struct auth_settings {
     char *site_token_certs;     /* comma-separated token-signing certificates of the site */
     char *hierarchy_id;         /* site tokens' issuer: urn:sccm:oauth2:<hierarchy id> */
     char *bulk_token_blocklist; /* file of blocked bulk-token ids, one per line */
+    bool crl_fetch;             /* fetch CRLs from the distribution points in certificates */
+    uint64_t crl_refresh_max;   /* ms: longest time between two fetches of one CRL */
+    uint64_t crl_grace;         /* ms a CRL past its nextUpdate still counts */
+    char *crl_fail_open;        /* SHA-1 thumbprints of CAs whose missing CRL means accept */
+    char *cache_dir;            /* fetched CRLs and Entra keys */
+    uint64_t fetch_timeout;     /* ms, one outbound fetch */
+    uint64_t auth_wait;         /* ms a request may wait for a fetch it caused */
+    char *entra_tenants;        /* "<tenant id>[:<client app id>]" list */
+    char *entra_app_id_uri;     /* accepted audience; AADAuthInfo's resource URI */
+    char *entra_server_app_id;  /* accepted audience (client id of the server app) */
+    unsigned entra_cloud;       /* enum auth_entra_cloud */
+    char *entra_authority;      /* login host override, e.g. for a private test authority */
+    uint64_t entra_keys_refresh;         /* ms between two routine key fetches */
+    uint64_t entra_unknown_kid_interval; /* ms between two fetches forced by unknown kids */
 };
 
 #endif

@@ -13,6 +13,17 @@ enum auth_route_kind auth_route_classify(const char *path, size_t len, struct au
 /* Name of a scheme for logs: "none", "client-certificate", "bearer-token". */
 const char *auth_scheme_name(enum auth_scheme scheme);
 
+/* ---- identity headers (identity.c) ---- */
+const char *auth_method_name(enum auth_method m);
+/* True for a header name the gateway owns (X-CMG-...), which a client may not send on. */
+bool auth_is_identity_header(const char *name, size_t len);
+/* Fills id from a client certificate (thumbprint, subject, issuer). */
+struct x509_st;
+void auth_identity_from_cert(struct auth_identity *id, struct x509_st *cert);
+/* Writes the identity as "X-CMG-Name: value\r\n" lines (values made safe for a header line).
+ * Returns the bytes written; stops before a line that would not fit. */
+size_t auth_identity_headers(const struct auth_identity *id, char *buf, size_t len);
+
 /* ---- settings (settings.c) ---- */
 extern const struct config_key auth_settings_keys[]; /* section "auth", offsets in settings */
 extern const size_t auth_settings_nkeys;

@@ -19,19 +19,6 @@ static const struct {
                           "https://login.microsoftonline.us/", "/v2.0"},
 };
 
-static bool auth_is_guid(const char *s)
-{
-    static const int groups[] = {8, 4, 4, 4, 12};
-    for (int g = 0; g < 5; g++) {
-        for (int i = 0; i < groups[g]; i++, s++)
-            if (!isxdigit((unsigned char)*s))
-                return false;
-        if (g < 4 && *s++ != '-')
-            return false;
-    }
-    return *s == '\0';
-}
-
 /* A JWK's issuer may be a template with {tenantid}; it must then match after substitution. */
 static bool auth_jwk_issuer_ok(const struct auth_jwk *k, const char *iss, const char *tid)
 {
@@ -65,7 +52,7 @@ static enum auth_token_error auth_entra_claims(const struct auth_jwt *jwt,
     int64_t exp, nbf, iat;
     if (!tid || !ver || !iss || !json_is_string(aud) || !auth_jwt_claim_time(jwt, "exp", &exp))
         return AUTH_TOKEN_MISSING_CLAIM;
-    if (!auth_is_guid(tid))
+    if (!auth_is_guid(tid, strlen(tid)))
         return AUTH_TOKEN_MALFORMED;
     bool allowed = false;
     for (size_t i = 0; i < p->ntenants && !allowed; i++)
@@ -77,11 +64,18 @@ static enum auth_token_error auth_entra_claims(const struct auth_jwt *jwt,
     bool v1 = strcmp(ver, "1.0") == 0;
     if (!v1 && strcmp(ver, "2.0") != 0)
         return AUTH_TOKEN_BAD_ISSUER;
-    char want[200];
+    char want[AUTH_ISSUER_MAX + 64];
     snprintf(want, sizeof(want), "%s%s%s",
              v1 ? auth_entra_issuers[p->cloud].v1_prefix : auth_entra_issuers[p->cloud].v2_prefix,
              tid,
              v1 ? auth_entra_issuers[p->cloud].v1_suffix : auth_entra_issuers[p->cloud].v2_suffix);
+    /* the tenant's own metadata, when it was read, says which issuer it uses */
+    for (size_t i = 0; i < p->nissuers; i++)
+        if (strcasecmp(p->issuers[i].tenant, tid) == 0) {
+            const char *meta = v1 ? p->issuers[i].v1 : p->issuers[i].v2;
+            if (*meta)
+                snprintf(want, sizeof(want), "%s", meta);
+        }
     if (strcmp(want, iss) != 0 || !auth_jwk_issuer_ok(jwk, iss, tid))
         return AUTH_TOKEN_BAD_ISSUER;
 
@@ -102,6 +96,7 @@ static enum auth_token_error auth_entra_claims(const struct auth_jwt *jwt,
     snprintf(id->version, sizeof(id->version), "%s", ver);
     auth_copy_claim(pl, "oid", id->object_id, sizeof(id->object_id));
     auth_copy_claim(pl, strcmp(ver, "1.0") == 0 ? "appid" : "azp", id->app_id, sizeof(id->app_id));
+    auth_copy_claim(pl, "deviceid", id->device_id, sizeof(id->device_id));
     id->expires = exp;
     return AUTH_TOKEN_OK;
 }

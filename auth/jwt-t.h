@@ -64,6 +64,45 @@ struct auth_jwks {
 
 enum auth_entra_cloud { AUTH_ENTRA_PUBLIC = 0, AUTH_ENTRA_USGOV = 1 };
 
+#define AUTH_ENTRA_TENANTS_MAX 32
+#define AUTH_ISSUER_MAX 200
+
+/* An onboarded tenant, as configured. */
+struct auth_entra_tenant {
+    char tenant[40];        /* lower case GUID */
+    char client_app_id[40]; /* "" when none (AADAuthInfo then refuses the tenant) */
+};
+
+/* A tenant's issuers as its OpenID metadata states them ("" = the documented one). */
+struct auth_entra_issuer {
+    char tenant[40];
+    char v1[AUTH_ISSUER_MAX];
+    char v2[AUTH_ISSUER_MAX];
+};
+
+/* Keys of every onboarded tenant, merged by kid, with the issuers: immutable once built. */
+struct auth_entra_keys {
+    struct auth_jwks *jwks; /* owned */
+    unsigned nissuers;
+    struct auth_entra_issuer issuers[AUTH_ENTRA_TENANTS_MAX];
+    int64_t forced_at; /* last refresh an unknown kid caused (Unix s), 0 = none */
+};
+
+struct auth_entra_source_policy {
+    uint64_t refresh;              /* seconds between routine fetches */
+    uint64_t unknown_kid_interval; /* seconds between forced fetches */
+    uint64_t timeout_ms;
+};
+
+enum auth_fetch_result {
+    AUTH_FETCH_NONE = 0,
+    AUTH_FETCH_OK,
+    AUTH_FETCH_HTTP_ERROR,
+    AUTH_FETCH_TRANSPORT_ERROR,
+    AUTH_FETCH_INVALID,
+    AUTH_FETCH_RESULT_N
+};
+
 /* What an Entra ID access token must satisfy. Strings are borrowed for the call. */
 struct auth_entra_policy {
     enum auth_entra_cloud cloud;
@@ -73,6 +112,8 @@ struct auth_entra_policy {
     size_t naudiences;
     int64_t skew; /* seconds, 300 by default */
     int64_t now;  /* Unix seconds */
+    const struct auth_entra_issuer *issuers; /* from metadata, by tenant; may be NULL */
+    size_t nissuers;
 };
 
 /* Who the token says the caller is (copied out of the token). */
@@ -80,6 +121,7 @@ struct auth_entra_identity {
     char tenant[40];
     char object_id[40];
     char app_id[40];
+    char device_id[64];
     char version[8];
     int64_t expires;
 };

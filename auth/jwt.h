@@ -50,6 +50,42 @@ enum auth_token_error auth_entra_verify(const char *token, size_t len,
                                         const struct auth_jwks *keys,
                                         struct auth_entra_identity *id);
 
+/* ---- Entra ID keys (keys.c) ---- */
+
+/* The login host of a cloud, or the override when one is set. */
+const char *auth_entra_authority(unsigned cloud, const char *override);
+/* True if s[0..len) is a GUID (8-4-4-4-12 hex digits). */
+bool auth_is_guid(const char *s, size_t len);
+/* Parses "<tenant id>[:<client app id>], ..." into out (lower case). Returns 0, or -1 with err. */
+int auth_entra_tenants_parse(const char *list, struct auth_entra_tenant *out, size_t max,
+                             size_t *n, char *err, size_t errlen);
+const char *auth_fetch_result_name(enum auth_fetch_result r);
+
+/* A source of Entra keys: per tenant, {authority}/{tid}/v2.0/.well-known/openid-configuration
+ * gives jwks_uri (and the v2 issuer), the JWKS gives the keys, and the v1 metadata the v1
+ * issuer. Last good keys are kept in memory and in `dir` (may be NULL). Driven by one
+ * background thread; figures and snapshots may be taken from any thread. */
+struct auth_entra_source;
+struct auth_entra_source *auth_entra_source_new(const char *dir, char *err, size_t errlen);
+void auth_entra_source_free(struct auth_entra_source *s);
+/* Sets (or, after a reload, replaces) the authority, tenants and schedule. Tenants kept keep
+ * their keys; new ones start from the disk cache and are due at once. */
+void auth_entra_source_configure(struct auth_entra_source *s, const char *authority,
+                                 const struct auth_entra_tenant *tenants, size_t ntenants,
+                                 const struct auth_entra_source_policy *policy);
+/* Makes every tenant due now because a token named an unknown kid, unless the last such
+ * refresh is more recent than unknown_kid_interval. Returns whether it did. */
+bool auth_entra_source_force(struct auth_entra_source *s, int64_t now);
+int64_t auth_entra_source_forced_at(struct auth_entra_source *s);
+int64_t auth_entra_source_next_due(struct auth_entra_source *s);
+/* Fetches every tenant due at `now` (blocking). True when keys or issuers changed. */
+bool auth_entra_source_refresh(struct auth_entra_source *s, int64_t now);
+/* An immutable copy of what is held (free with auth_entra_keys_free). */
+struct auth_entra_keys *auth_entra_source_keys(struct auth_entra_source *s);
+void auth_entra_keys_free(struct auth_entra_keys *k);
+/* Prometheus text of the source's figures (malloc'd). */
+char *auth_entra_source_metrics(struct auth_entra_source *s, int64_t now);
+
 /* ---- site-issued and bulk-registration tokens (site.c) ---- */
 
 /* Adds a token-signing certificate (PEM or DER file) to keys. Returns 0 or -1 with err. */

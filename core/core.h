@@ -105,4 +105,28 @@ void core_mq_free(struct core_mq *mq);
 /* From any thread. Returns 0, or -1 when the queue is full (the caller still owns arg). */
 int core_mq_post(struct core_mq *mq, int type, void *arg);
 
+/* ---- outbound HTTP (fetch.c), for background threads only ---- */
+struct core_fetch_opts {
+    uint64_t timeout_ms;           /* whole exchange; 0 = 10 s */
+    size_t max_bytes;              /* body limit; 0 = 4 MiB */
+    const char *if_none_match;     /* ETag from an earlier answer, or NULL */
+    const char *if_modified_since; /* Last-Modified from an earlier answer, or NULL */
+    const char *accept;            /* a whole "Accept: ..." header line, or NULL */
+    const char *ca_file;           /* trust for https instead of the system's, or NULL */
+};
+struct core_fetch_result {
+    long status; /* HTTP status (304 when the validators still hold) */
+    char *body;  /* owned, NUL-terminated; NULL when empty */
+    size_t len;
+    char etag[128];
+    char last_modified[64];
+    char error[256]; /* why the exchange failed (connection, timeout, size) */
+};
+/* Once per process, before any thread fetches. */
+void core_fetch_global_init(void);
+/* GETs url (http or https, up to 3 redirects, certificates verified). Returns 0 when an answer
+ * came (any status), -1 with r->error when none did. Free with core_fetch_result_free. */
+int core_fetch(const char *url, const struct core_fetch_opts *o, struct core_fetch_result *r);
+void core_fetch_result_free(struct core_fetch_result *r);
+
 #endif

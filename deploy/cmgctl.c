@@ -2,6 +2,7 @@
  * file that every gateway instance shares. Exit status: 0 done, 1 the operation failed (the
  * reason on stderr), 2 bad usage. */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -339,9 +340,11 @@ static int cmd_cert_verify(int argc, char **argv)
     struct tls_client_trust *trust = NULL;
     STACK_OF(X509) *certs = NULL, *built = NULL;
     X509 *leaf = NULL;
-    const char *files[64], *crls[64];
-    char *fcopy = NULL, *ccopy = NULL, err[512], detail[256];
+    const char *files[64], *crls[64], *open[TLS_FAIL_OPEN_MAX + 1];
+    char *fcopy = NULL, *ccopy = NULL, *ocopy = NULL, err[512], detail[256];
     size_t nf, nc;
+    struct tls_crl_cache *cache = NULL;
+    STACK_OF(X509_CRL) *fetched = NULL;
     int rc;
 
     rc = parse_config_args("cert verify", "CERT", argc, argv, opts, &cert_path, &config);
@@ -359,7 +362,17 @@ static int cmd_cert_verify(int argc, char **argv)
     }
     nf = core_split_list(st.trusted_certs, &fcopy, files, 64);
     nc = core_split_list(st.crl_files, &ccopy, crls, 64);
-    trust = tls_client_trust_load(files, nf, crls, nc, st.verify_revocation, err, sizeof err);
+    struct tls_client_trust_opts to = {
+        .cert_files = files,
+        .ncert = nf,
+        .crl_files = crls,
+        .ncrl = nc,
+        .check_revocation = st.verify_revocation,
+        .crl_grace = (int64_t)(st.crl_grace / 1000),
+        .fail_open = open,
+        .nfail_open = core_split_list(st.crl_fail_open, &ocopy, open, TLS_FAIL_OPEN_MAX + 1),
+    };
+    trust = tls_client_trust_new(&to, err, sizeof err);
     if (!trust) {
         fprintf(stderr, "cmgctl: %s: auth: %s\n", config, err);
         goto out;
@@ -371,11 +384,40 @@ static int cmd_cert_verify(int argc, char **argv)
         goto out;
     }
     leaf = sk_X509_shift(certs);
-    enum tls_client_verdict v =
-        tls_client_trust_explain(trust, leaf, certs, detail, sizeof detail, &built);
     printf("trust: %u root(s) from %zu file(s) in %s; %zu CRL file(s); revocation %s\n",
            tls_client_trust_roots(trust), nf, config, nc,
            st.verify_revocation ? "checked" : "not checked (verify_revocation = false)");
+    if (st.verify_revocation && st.crl_fetch) {
+        /* The gateway's own CRL cache, and the distribution points it would fetch from. */
+        char dir[PATH_MAX];
+        struct tls_crl_policy cp = {.refresh_max = st.crl_refresh_max / 1000,
+                                    .timeout_ms = st.fetch_timeout};
+        snprintf(dir, sizeof dir, "%s/crl", st.cache_dir ? st.cache_dir : "cache");
+        core_fetch_global_init();
+        cache = tls_crl_cache_new(dir, tls_client_trust_cas(trust), &cp, err, sizeof err);
+        if (!cache) {
+            fprintf(stderr, "cmgctl: %s (CRLs are fetched without the cache)\n", err);
+            cache = tls_crl_cache_new(NULL, tls_client_trust_cas(trust), &cp, err, sizeof err);
+        }
+        char urls[32][TLS_URL_MAX];
+        size_t nu = tls_client_trust_ca_crl_urls(trust, urls, 32);
+        nu += tls_client_trust_crl_urls(trust, leaf, certs, urls + nu, 32 - nu);
+        for (size_t i = 0; cache && i < nu; i++)
+            tls_crl_cache_want(cache, urls[i]);
+        if (cache) {
+            /* what the cache holds is used; what it lacks or is due is fetched now */
+            tls_crl_cache_refresh(cache, (int64_t)time(NULL));
+            fetched = tls_crl_cache_crls(cache);
+            char line[TLS_URL_MAX + 300];
+            size_t n = tls_crl_cache_describe(cache, 0, line, sizeof line);
+            for (size_t i = 0; i < n; i++) {
+                tls_crl_cache_describe(cache, i, line, sizeof line);
+                printf("CRL source: %s\n", line);
+            }
+        }
+    }
+    enum tls_client_verdict v =
+        tls_client_trust_explain(trust, fetched, leaf, certs, detail, sizeof detail, &built);
     printf("chain built:\n");
     if (built && sk_X509_num(built) > 0)
         for (int i = 0; i < sk_X509_num(built); i++)
@@ -383,13 +425,16 @@ static int cmd_cert_verify(int argc, char **argv)
     else
         print_cert_line(0, leaf);
     if (v == TLS_CLIENT_OK) {
-        printf("accepted\n");
+        printf("accepted%s%s\n", *detail ? ": " : "", detail);
         rc = 0;
     } else {
         printf("rejected: %s%s%s\n", tls_client_verdict_name(v), *detail ? ": " : "", detail);
         rc = 1;
     }
 out:
+    sk_X509_CRL_pop_free(fetched, X509_CRL_free);
+    tls_crl_cache_free(cache);
+    free(ocopy);
     X509_free(leaf);
     sk_X509_pop_free(built, X509_free);
     sk_X509_pop_free(certs, X509_free);
@@ -526,6 +571,69 @@ static int cmd_token_issue(int argc, char **argv)
     return 0;
 }
 
+/* An Entra ID token, with the keys the gateway keeps in auth.cache_dir (fetched now when they
+ * are missing or due). Returns the verdict, or -1 (printed) when the settings are unusable. */
+static enum auth_token_error entra_verify(const char *config, const struct auth_settings *st,
+                                          const char *tok)
+{
+    struct auth_entra_tenant tenants[AUTH_ENTRA_TENANTS_MAX];
+    const char *tids[AUTH_ENTRA_TENANTS_MAX];
+    size_t nt = 0;
+    char err[512], dir[PATH_MAX];
+    if (auth_entra_tenants_parse(st->entra_tenants, tenants, AUTH_ENTRA_TENANTS_MAX, &nt, err,
+                                 sizeof err) != 0) {
+        fprintf(stderr, "cmgctl: %s: auth.entra_tenants: %s\n", config, err);
+        return (enum auth_token_error)-1;
+    }
+    for (size_t i = 0; i < nt; i++)
+        tids[i] = tenants[i].tenant;
+    snprintf(dir, sizeof dir, "%s/entra", st->cache_dir ? st->cache_dir : "cache");
+    core_fetch_global_init();
+    struct auth_entra_source *src = auth_entra_source_new(dir, err, sizeof err);
+    if (!src) {
+        fprintf(stderr, "cmgctl: %s (keys are fetched without the cache)\n", err);
+        src = auth_entra_source_new(NULL, err, sizeof err);
+    }
+    if (!src)
+        return (enum auth_token_error)-1;
+    struct auth_entra_source_policy sp = {.refresh = st->entra_keys_refresh / 1000,
+                                          .unknown_kid_interval = 0,
+                                          .timeout_ms = st->fetch_timeout};
+    const char *authority = auth_entra_authority(st->entra_cloud, st->entra_authority);
+    auth_entra_source_configure(src, authority, tenants, nt, &sp);
+    int64_t now = (int64_t)time(NULL);
+    auth_entra_source_refresh(src, now);
+    struct auth_entra_keys *k = auth_entra_source_keys(src);
+    const char *aud[2];
+    size_t na = 0;
+    if (st->entra_app_id_uri && *st->entra_app_id_uri)
+        aud[na++] = st->entra_app_id_uri;
+    if (st->entra_server_app_id && *st->entra_server_app_id)
+        aud[na++] = st->entra_server_app_id;
+    struct auth_entra_policy p = {
+        .cloud = st->entra_cloud == AUTH_ENTRA_USGOV ? AUTH_ENTRA_USGOV : AUTH_ENTRA_PUBLIC,
+        .tenants = tids,
+        .ntenants = nt,
+        .audiences = aud,
+        .naudiences = na,
+        .skew = AUTH_CLOCK_SKEW,
+        .now = now,
+        .issuers = k ? k->issuers : NULL,
+        .nissuers = k ? k->nissuers : 0,
+    };
+    struct auth_entra_identity id;
+    enum auth_token_error e =
+        auth_entra_verify(tok, strlen(tok), &p, k ? k->jwks : NULL, &id);
+    printf("Entra ID keys: %u from %s for %zu tenant(s)\n", k && k->jwks ? k->jwks->nkeys : 0,
+           authority, nt);
+    if (e == AUTH_TOKEN_OK)
+        printf("identity: tenant %s, object %s, app %s, token version %s\n", id.tenant,
+               id.object_id, id.app_id, id.version);
+    auth_entra_keys_free(k);
+    auth_entra_source_free(src);
+    return e;
+}
+
 static int cmd_token_verify(int argc, char **argv)
 {
     const char *token_arg, *config = NULL, *path = NULL;
@@ -583,15 +691,24 @@ static int cmd_token_verify(int argc, char **argv)
         struct auth_site_identity id;
         e = auth_site_verify(tok, strlen(tok), &p, &keys, &id);
     }
+    bool entra = false;
+    if (e == AUTH_TOKEN_UNKNOWN_KID && st.entra_tenants && *st.entra_tenants) {
+        e = entra_verify(config, &st, tok);
+        entra = true;
+        if (e == (enum auth_token_error)-1)
+            goto out;
+    }
     if (e == AUTH_TOKEN_UNKNOWN_KID) {
         printf("rejected: unknown_kid: not signed by a certificate in auth.site_token_certs "
-               "(%u configured); Entra ID keys are not fetched by this release\n",
-               keys.n);
+               "(%u configured)%s\n",
+               keys.n,
+               entra ? " nor by a key of an onboarded Entra ID tenant"
+                     : "; no Entra ID tenant is onboarded (auth.entra_tenants)");
         rc = 1;
         goto out;
     }
     if (e == AUTH_TOKEN_OK) {
-        printf("accepted\n");
+        printf("accepted%s\n", entra ? " (Entra ID token)" : "");
         rc = 0;
     } else {
         printf("rejected: %s\n", auth_token_error_name(e));

@@ -201,10 +201,29 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
                       w->id, (unsigned long long)GW_GET(w->metrics.token_ok[0]));
         gw_out_printf(&o, "cmg_auth_tokens_accepted_total{worker=\"%u\",kind=\"bulk\"} %llu\n",
                       w->id, (unsigned long long)GW_GET(w->metrics.token_ok[1]));
+        gw_out_printf(&o, "cmg_auth_tokens_accepted_total{worker=\"%u\",kind=\"entra\"} %llu\n",
+                      w->id, (unsigned long long)GW_GET(w->metrics.token_ok[2]));
     }
+    gw_metric_head(&o, "cmg_auth_waits_total", "counter",
+                   "Requests that waited for a CRL or key fetch they caused, by what.");
+    GW_FOR_WORKERS(s, w)
+    {
+        gw_out_printf(&o, "cmg_auth_waits_total{worker=\"%u\",for=\"crl\"} %llu\n", w->id,
+                      (unsigned long long)GW_GET(w->metrics.auth_waits[0]));
+        gw_out_printf(&o, "cmg_auth_waits_total{worker=\"%u\",for=\"keys\"} %llu\n", w->id,
+                      (unsigned long long)GW_GET(w->metrics.auth_waits[1]));
+    }
+    GW_M(&o, s, "cmg_auth_revoked_connections_closed_total", "counter",
+         "Connections closed because a refreshed CRL revoked their client certificate.",
+         revoked_closed);
     GW_LABELLED(&o, s, "cmg_auth_token_rejections_total",
                 "Bearer tokens refused on CCM_Proxy_ServerAuth routes, by cause.", "cause",
                 gw_token_error_of, token_fail, 1, AUTH_TOKEN_ERROR_N);
+    char *fetched = gw_refresher_metrics(s);
+    if (fetched) {
+        gw_out_printf(&o, "%s", fetched);
+        free(fetched);
+    }
     *len = o.len;
     return o.buf;
 }

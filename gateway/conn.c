@@ -17,6 +17,7 @@
 #define GW_READ_BUDGET 8 /* SSL_read calls per wake-up before yielding to other connections */
 
 static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg);
+static void gw_conn_resume(struct gw_conn *c);
 static int gw_conn_flush(struct gw_conn *c);
 static int gw_conn_read(struct gw_conn *c);
 
@@ -236,6 +237,27 @@ static void gw_conn_on_head(struct gw_conn *c)
     }
 }
 
+/* The current request is answered: ready for the next one. */
+static void gw_conn_request_done(struct gw_conn *c)
+{
+    c->nrequests++;
+    httpreq_next(&c->req);
+    c->head_done = false;
+    c->waited = false;
+    c->req_in = c->req_out = 0;
+    c->state = GW_CS_IDLE;
+    c->deadline = core_now_ms() + c->snap->cfg.idle_timeout;
+}
+
+void gw_conn_park(struct gw_conn *c, enum gw_wait_kind kind)
+{
+    c->state = GW_CS_WAIT;
+    c->wait_kind = (uint8_t)kind;
+    c->waited = true;
+    c->deadline = core_now_ms() + c->snap->cfg.auth.auth_wait;
+    GW_INC(c->w->metrics.auth_waits[kind == GW_WAIT_KEYS ? 1 : 0]);
+}
+
 /* Parses what it can of data; returns 1 if the connection was freed, else 0. Input it cannot
  * take yet (the output is backed up) is parked in c->in. */
 static int gw_conn_process(struct gw_conn *c, const char *data, size_t len, bool from_held)
@@ -282,13 +304,27 @@ static int gw_conn_process(struct gw_conn *c, const char *data, size_t len, bool
         case HTTPREQ_DONE:
             if (!c->head_done)
                 gw_conn_on_head(c);
+            c->waited = false;
             gw_router_handle(c);
-            c->nrequests++;
-            httpreq_next(&c->req);
-            c->head_done = false;
-            c->req_in = c->req_out = 0;
-            c->state = GW_CS_IDLE;
-            c->deadline = core_now_ms() + cfg->idle_timeout;
+            if (c->state == GW_CS_WAIT) {
+                /* keep what follows (pipelined requests) until the answer is out */
+                if (!from_held && len > 0) {
+                    c->in = malloc(len);
+                    if (!c->in)
+                        abort();
+                    memcpy(c->in, data, len);
+                    c->in_off = 0;
+                    c->in_len = (uint32_t)len;
+                }
+                c->held = c->in_len > 0;
+                if (!c->held) {
+                    free(c->in);
+                    c->in = NULL;
+                    c->in_off = 0;
+                }
+                return 0;
+            }
+            gw_conn_request_done(c);
             break;
         case HTTPREQ_ERROR:
             gw_conn_reject(c, c->req.error_status, gw_reason(c->req.error_status),
@@ -344,7 +380,9 @@ static int gw_conn_flush(struct gw_conn *c)
         gw_conn_linger(c, "gateway draining (SIGTERM)");
         return 1;
     }
-    if (c->ev_what != EV_READ)
+    if (c->state == GW_CS_WAIT)
+        gw_conn_watch(c, EV_TIMEOUT); /* nothing is read while the answer waits */
+    else if (c->ev_what != EV_READ)
         gw_conn_watch(c, EV_READ);
     return 0;
 }
@@ -363,7 +401,8 @@ static void gw_conn_count_handshake(struct gw_conn *c)
     if (resumed)
         GW_INC(m->hs_resumed);
     const char *detail = NULL;
-    c->cert_verdict = (uint8_t)tls_client_verdict_of(c->ssl, c->snap->client_trust, &detail);
+    c->cert_verdict = (uint8_t)tls_client_verdict_of(
+        c->ssl, c->snap->client_trust, c->w->dyn ? c->w->dyn->crls : NULL, false, &detail);
     if (c->snap->cfg.log_connections) {
         char peer[64], cert[300] = "";
         if (c->cert_verdict != TLS_CLIENT_NONE)
@@ -450,6 +489,8 @@ static int gw_conn_read(struct gw_conn *c)
     struct gw_worker *w = c->w;
     int i;
     for (i = 0; i < GW_READ_BUDGET; i++) {
+        if (c->state == GW_CS_WAIT)
+            return gw_conn_flush(c);
         if (c->held) {
             /* Input parked behind a full output: write, then take up the parked bytes. */
             if (gw_conn_flush(c))
@@ -457,7 +498,7 @@ static int gw_conn_read(struct gw_conn *c)
             if (c->out_len > c->out_off)
                 return 0; /* still backed up: the write event resumes us */
             gw_conn_process(c, c->in + c->in_off, c->in_len, true);
-            if (c->held)
+            if (c->held || c->state == GW_CS_WAIT)
                 continue;
         }
         if (c->close_after)
@@ -467,6 +508,8 @@ static int gw_conn_read(struct gw_conn *c)
         if (n > 0) {
             GW_ADD(w->metrics.bytes_in, (uint64_t)n);
             gw_conn_process(c, w->scratch, (size_t)n, false);
+            if (c->state == GW_CS_WAIT)
+                continue;
             /* A short read with nothing buffered means the socket is empty: skip the recv
              * that would only say EAGAIN (epoll is level-triggered and wakes us for more). */
             if (!c->held && n < GW_SCRATCH && !SSL_has_pending(c->ssl))
@@ -549,6 +592,9 @@ static void gw_conn_timeout(struct gw_conn *c)
     case GW_CS_LINGER:
         gw_conn_free(c, "closed after response");
         return;
+    case GW_CS_WAIT:
+        gw_conn_resume(c); /* the router answers with what it has */
+        return;
     }
 }
 
@@ -587,6 +633,12 @@ static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg)
         return;
     case GW_CS_LINGER:
         gw_conn_linger_read(c);
+        return;
+    case GW_CS_WAIT:
+        if (what & EV_WRITE)
+            gw_conn_flush(c);
+        else
+            gw_conn_watch(c, EV_TIMEOUT);
         return;
     default:
         break;
@@ -663,4 +715,58 @@ void gw_conn_close_all(struct gw_worker *w)
 {
     while (w->conns.head)
         gw_conn_free(w->conns.head, "gateway stopping");
+}
+
+/* Answers a parked request now (the router decides with the data it has) and goes on with
+ * the connection. May free c. */
+static void gw_conn_resume(struct gw_conn *c)
+{
+    c->state = GW_CS_BODY;
+    c->wait_kind = GW_WAIT_NONE;
+    gw_router_handle(c); /* waited is set: it answers, it does not park again */
+    gw_conn_request_done(c);
+    gw_conn_read(c);
+}
+
+/* True when one of the CRLs that just changed revokes this connection's certificate (or one
+ * the client sent with it). Cheap: a lookup per changed CRL, no chain building. */
+static bool gw_conn_cert_revoked(struct gw_conn *c, STACK_OF(X509_CRL) * changed)
+{
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    if (!peer)
+        return false;
+    STACK_OF(X509) *sent = SSL_get_peer_cert_chain(c->ssl);
+    for (int i = 0; i < sk_X509_CRL_num(changed); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(changed, i);
+        if (tls_crl_revokes(crl, peer))
+            return true;
+        for (int j = 0; sent && j < sk_X509_num(sent); j++)
+            if (sk_X509_value(sent, j) != peer && tls_crl_revokes(crl, sk_X509_value(sent, j)))
+                return true;
+    }
+    return false;
+}
+
+void gw_conn_dyn_changed(struct gw_worker *w)
+{
+    STACK_OF(X509_CRL) *changed = w->dyn ? w->dyn->changed : NULL;
+    bool check = changed && sk_X509_CRL_num(changed) > 0;
+    struct gw_conn *c = w->conns.head;
+    while (c) {
+        struct gw_conn *next = c->next;
+        if (c->state == GW_CS_WAIT) {
+            if (gw_router_wait_over(c))
+                gw_conn_resume(c);
+        } else if (check && c->ssl && c->cert_verdict == TLS_CLIENT_OK &&
+                   c->state != GW_CS_HANDSHAKE && c->state != GW_CS_LINGER &&
+                   c->snap->client_trust && tls_client_trust_checks_revocation(c->snap->client_trust) &&
+                   gw_conn_cert_revoked(c, changed)) {
+            GW_INC(w->metrics.revoked_closed);
+            LOG_WARN("c%u.%llu closed: client certificate revoked by refreshed CRL", w->id,
+                     (unsigned long long)c->id);
+            c->cert_verdict = TLS_CLIENT_REVOKED;
+            gw_conn_free(c, "client certificate revoked by refreshed CRL");
+        }
+        c = next;
+    }
 }

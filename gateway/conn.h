@@ -12,8 +12,12 @@ enum gw_conn_state {
     GW_CS_IDLE,  /* between requests */
     GW_CS_HEAD,  /* reading a request line and headers */
     GW_CS_BODY,  /* reading a request body */
-    GW_CS_LINGER /* response sent, TLS closed, draining what the client still sends */
+    GW_CS_LINGER, /* response sent, TLS closed, draining what the client still sends */
+    GW_CS_WAIT    /* request read; its answer waits for a fetch (CRL, keys) */
 };
+
+/* What a parked request waits for. */
+enum gw_wait_kind { GW_WAIT_NONE = 0, GW_WAIT_CRL, GW_WAIT_KEYS };
 
 struct gw_conn {
     struct gw_conn *prev, *next; /* worker's list */
@@ -30,6 +34,9 @@ struct gw_conn {
     bool head_done;       /* the current request's head has been acted on */
     bool held;            /* input parked in `in` until the output drains */
     uint8_t cert_verdict; /* enum tls_client_verdict, set when the handshake ends */
+    uint8_t wait_kind;    /* enum gw_wait_kind while state is GW_CS_WAIT */
+    bool waited;          /* the current request has waited once: it is not parked again */
+    int64_t wait_mark;    /* GW_WAIT_KEYS: the forced-refresh time seen when parking */
     uint32_t nrequests;
     uint64_t deadline;      /* monotonic ms; what happens then depends on state */
     uint64_t send_deadline; /* monotonic ms; set while output waits on a slow reader, else 0 */
@@ -53,8 +60,16 @@ struct gw_conn {
 void gw_conn_respond(struct gw_conn *c, int status, const char *reason, const char *ctype,
                      const char *body, size_t body_len, const char *extra);
 
-/* router.c: answers the current request (its head and body have been read). */
+/* Parks the current request (called by the router instead of answering): nothing more is
+ * read until gw_conn_resume, which the worker calls when new CRLs or keys arrive, or the
+ * connection's deadline (auth.auth_wait) passes. */
+void gw_conn_park(struct gw_conn *c, enum gw_wait_kind kind);
+
+/* router.c: answers the current request (its head and body have been read), or parks it. */
 void gw_router_handle(struct gw_conn *c);
+/* router.c: true when what a parked request waits for has happened (its CRLs were tried, or
+ * a forced key refresh came back). */
+bool gw_router_wait_over(struct gw_conn *c);
 /* router.c: true if the method is one the gateway passes on (GET, HEAD, POST, PUT, CCM_POST,
  * BITS_POST, PROPFIND). */
 bool gw_router_method_allowed(enum httpreq_method m);

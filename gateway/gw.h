@@ -54,7 +54,9 @@ struct gw_metrics {
     uint64_t bytes_out; /* application bytes written */
     uint64_t timeouts_header, timeouts_idle, timeouts_body, timeouts_send;
     uint64_t client_cert[TLS_CLIENT_VERDICT_N]; /* verdicts applied on MutualAuth routes */
-    uint64_t token_ok[2];                       /* accepted site tokens: device, bulk */
+    uint64_t token_ok[3];                       /* accepted tokens: site, bulk, entra */
+    uint64_t auth_waits[2];                     /* requests that waited: CRL, keys */
+    uint64_t revoked_closed; /* connections closed because a new CRL revoked their cert */
     uint64_t token_fail[AUTH_TOKEN_ERROR_N];    /* refused bearer tokens by cause */
 };
 
@@ -71,6 +73,11 @@ struct gw_snapshot {
     struct auth_site_keys site_keys;       /* owned keys of the site's token signers */
     char **bulk_blocked;                   /* owned, lower-case ids */
     size_t nbulk_blocked;
+    struct auth_entra_tenant entra_tenants[AUTH_ENTRA_TENANTS_MAX];
+    const char *entra_tenant_ids[AUTH_ENTRA_TENANTS_MAX]; /* into entra_tenants */
+    size_t nentra_tenants;
+    const char *entra_audiences[2]; /* into cfg.auth */
+    size_t nentra_audiences;
     struct httpreq_limits limits;
     char service_name[256];
     char ticket_file_sig[128]; /* what the ticket key file looked like when loaded */
@@ -85,6 +92,39 @@ struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
 void gw_snapshot_unref(struct gw_snapshot *s);
 /* Signature (inode, size, mtime) of a file, "" if missing. */
 void gw_file_signature(const char *path, char *buf, size_t len);
+
+/* ---- dynamic authentication data: fetched CRLs and Entra keys (refresh.c) ----
+ * Built by the refresher thread, immutable, ref-counted; each worker holds the newest. */
+struct gw_dyn {
+    atomic_uint refs;
+    uint64_t generation;
+    STACK_OF(X509_CRL) * crls;    /* every fetched CRL held, owned */
+    STACK_OF(X509_CRL) * changed; /* new or replaced since the previous generation, owned */
+    char (*attempted)[TLS_URL_MAX]; /* CRL URLs this process has fetched or tried, owned */
+    size_t nattempted;
+    struct auth_entra_keys *entra; /* owned; NULL when no tenant is onboarded */
+};
+struct gw_dyn *gw_dyn_ref(struct gw_dyn *d);
+void gw_dyn_unref(struct gw_dyn *d);
+bool gw_dyn_attempted(const struct gw_dyn *d, const char *url);
+
+struct gw_refresher;
+struct gw_server;
+/* Starts the refresher thread for the server's snapshot: opens the caches under
+ * auth.cache_dir, publishes a first generation at once (from the disk caches) and fetches in
+ * the background once gw_refresher_run is called. Returns 0 or -1 with err. */
+int gw_refresher_start(struct gw_server *s, char *err, size_t errlen);
+/* Starts fetching in the background (after the workers exist). */
+int gw_refresher_run(struct gw_server *s);
+/* A new snapshot (reload): new CAs, tenants and schedule. */
+void gw_refresher_configure(struct gw_server *s, const struct gw_snapshot *snap);
+void gw_refresher_stop(struct gw_server *s);
+/* From a worker: these CRL URLs are wanted now (fetched at once if new). */
+void gw_refresher_want_crls(struct gw_server *s, char (*urls)[TLS_URL_MAX], size_t n);
+/* From a worker: a token named an unknown kid (refetch, rate-limited). */
+void gw_refresher_force_keys(struct gw_server *s);
+/* Prometheus text of the CRL and key sources (malloc'd, may be NULL). */
+char *gw_refresher_metrics(struct gw_server *s);
 
 /* ---- workers ---- */
 struct gw_conn;
@@ -104,6 +144,7 @@ struct gw_worker {
     struct event_base *base;    /* owned */
     struct core_mq *mq;         /* owned */
     struct gw_snapshot *snap;   /* ref; new connections take theirs from here */
+    struct gw_dyn *dyn;         /* ref; the newest CRLs and keys */
     struct event **listeners;   /* owned; one per listen address */
     struct event *accept_pause; /* owned; resumes accepting after EMFILE */
     int *listen_fds;
@@ -122,7 +163,7 @@ struct gw_worker {
 
 #define GW_SCRATCH (16 * 1024 + 512)
 
-enum gw_msg_type { GW_MSG_SNAPSHOT = 1, GW_MSG_DRAIN, GW_MSG_STOP };
+enum gw_msg_type { GW_MSG_SNAPSHOT = 1, GW_MSG_DRAIN, GW_MSG_STOP, GW_MSG_DYN };
 
 struct gw_server {
     const char *config_path;
@@ -140,6 +181,8 @@ struct gw_server {
     struct tls_ticket_keys process_ticket_keys; /* used when no ticket_key_file is set, so
                                                    that reloads keep tickets valid */
     struct evhttp *admin;                       /* owned */
+    struct gw_dyn *dyn;                         /* newest, ref, under snap_lock */
+    struct gw_refresher *refresher;             /* owned */
 };
 
 int gw_worker_start(struct gw_worker *w);
@@ -157,6 +200,9 @@ void gw_conn_accept(struct gw_worker *w, int fd);
 /* Closes idle connections and marks busy ones to close after their response (drain). */
 void gw_conn_drain_all(struct gw_worker *w);
 void gw_conn_close_all(struct gw_worker *w);
+/* New CRLs or keys arrived: requests waiting for them go on, and connections whose client
+ * certificate a new CRL revokes are closed. */
+void gw_conn_dyn_changed(struct gw_worker *w);
 
 /* ---- allocator (memory.c) ---- */
 struct gw_memory_stats {

@@ -74,7 +74,7 @@ static const struct config_key gw_own_keys[] = {
     {"log", "connections", CONFIG_BOOL, OFF(log_connections), "true", 0, 0, NULL, false},
 };
 #define GW_OWN_KEYS (sizeof(gw_own_keys) / sizeof(gw_own_keys[0]))
-#define GW_MAX_KEYS (GW_OWN_KEYS + 16)
+#define GW_MAX_KEYS (GW_OWN_KEYS + 48)
 
 static struct config_key gw_all_keys[GW_MAX_KEYS];
 const struct config_key *gw_config_schema = gw_all_keys;

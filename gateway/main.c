@@ -92,6 +92,7 @@ static void gw_reload(struct gw_server *s, const char *why)
             LOG_ERROR("reload: worker %u queue full; it keeps the old snapshot", i);
             gw_snapshot_unref(snap);
         }
+    gw_refresher_configure(s, snap);
     gw_snapshot_unref(s->snap);
     s->snap = snap;
     s->reloads++;
@@ -230,6 +231,7 @@ int main(int argc, char **argv)
     struct gw_server s;
     memset(&s, 0, sizeof(s));
     s.config_path = config;
+    pthread_mutex_init(&s.snap_lock, NULL);
     s.start_wall_ms = core_wall_ms();
     struct config_report r;
     /* Ticket keys for when no shared key file is configured: made once, so that a reload
@@ -274,11 +276,18 @@ int main(int argc, char **argv)
     s.workers = calloc(s.nworkers, sizeof(*s.workers));
     int rc = 1;
     unsigned started = 0;
+    core_fetch_global_init();
+    if (gw_refresher_start(&s, err, sizeof(err)) != 0) {
+        LOG_ERROR("%s", err);
+        fprintf(stderr, "cmg-gateway: %s\n", err);
+        goto out;
+    }
     for (unsigned i = 0; i < s.nworkers; i++) {
         struct gw_worker *w = &s.workers[i];
         w->id = i;
         w->server = &s;
         w->snap = gw_snapshot_ref(s.snap);
+        w->dyn = s.dyn ? gw_dyn_ref(s.dyn) : NULL;
         if (gw_worker_start(w) != 0) {
             fprintf(stderr, "cmg-gateway: worker %u could not start (see the log above)\n", i);
             goto out;
@@ -287,6 +296,10 @@ int main(int argc, char **argv)
     }
     if (gw_admin_start(&s, err, sizeof(err)) != 0) {
         LOG_ERROR("%s", err);
+        goto out;
+    }
+    if (gw_refresher_run(&s) != 0) {
+        LOG_ERROR("cannot start the refresher thread");
         goto out;
     }
 
@@ -322,8 +335,11 @@ out:
         gw_worker_post(&s.workers[i], GW_MSG_STOP, NULL);
     for (unsigned i = 0; i < started; i++)
         gw_worker_join(&s.workers[i]);
-    for (unsigned i = started; i < s.nworkers; i++)
+    for (unsigned i = started; i < s.nworkers; i++) {
         gw_snapshot_unref(s.workers[i].snap);
+        gw_dyn_unref(s.workers[i].dyn);
+    }
+    gw_refresher_stop(&s);
     gw_admin_stop(&s);
     free(s.workers);
     if (rc == 0)

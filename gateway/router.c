@@ -1,7 +1,9 @@
-/* What the gateway answers itself. Role paths answer 404 until tunnel routing exists. */
+/* What the gateway answers itself, and the authentication every role path passes first. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+#include <jansson.h>
 
 #include "auth.h"
 #include "conn.h"
@@ -95,19 +97,80 @@ static void gw_no_connection_point(struct gw_conn *c, const struct auth_route *r
                     "Retry-After: 30\r\n");
 }
 
+static void gw_log_identity(struct gw_conn *c, const struct auth_route *route,
+                            const struct auth_identity *id)
+{
+    if (!log_enabled(LOG_LEVEL_VERBOSE))
+        return;
+    char h[1200];
+    size_t n = auth_identity_headers(id, h, sizeof(h));
+    for (size_t i = 0; i < n; i++)
+        if (h[i] == '\r' || h[i] == '\n')
+            h[i] = h[i] == '\r' ? ';' : ' ';
+    LOG_VERBOSE("c%u.%llu authenticated for role id %llu: %s", c->w->id,
+                (unsigned long long)c->id, (unsigned long long)route->role_id, h);
+}
+
+/* CRL URLs the connection's certificate chain needs (only when that chain verifies). */
+static size_t gw_cert_crl_urls(struct gw_conn *c, char (*urls)[TLS_URL_MAX], size_t max)
+{
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    if (!peer || !c->snap->client_trust)
+        return 0;
+    return tls_client_trust_crl_urls(c->snap->client_trust, peer, SSL_get_peer_cert_chain(c->ssl),
+                                     urls, max);
+}
+
+bool gw_router_wait_over(struct gw_conn *c)
+{
+    const struct gw_dyn *d = c->w->dyn;
+    if (c->wait_kind == GW_WAIT_KEYS)
+        return d && d->entra && d->entra->forced_at != c->wait_mark;
+    char urls[16][TLS_URL_MAX];
+    size_t n = gw_cert_crl_urls(c, urls, 16);
+    for (size_t i = 0; i < n; i++)
+        if (!gw_dyn_attempted(d, urls[i]))
+            return false;
+    return true;
+}
+
 /* CCM_Proxy_MutualAuth/<role id>/...: the client certificate decides, before anything is
  * forwarded. Reason phrases are the product's: a missing certificate is
  * CMGConnector_Clientcertificaterequired, an unacceptable one CMGConnector_Forbidden. */
 static void gw_mutual_auth(struct gw_conn *c, const struct auth_route *route)
 {
+    const struct gw_snapshot *snap = c->snap;
+    STACK_OF(X509_CRL) *crls = c->w->dyn ? c->w->dyn->crls : NULL;
     enum tls_client_verdict v = c->cert_verdict;
+    const char *detail = NULL;
+    if (v == TLS_CLIENT_REVOCATION_UNKNOWN) {
+        /* CRLs may have come since the handshake: judge with the newest */
+        v = tls_client_verdict_of(c->ssl, snap->client_trust, crls, true, &detail);
+        c->cert_verdict = (uint8_t)v;
+    }
+    if (v == TLS_CLIENT_REVOCATION_UNKNOWN && !c->waited && snap->cfg.auth.crl_fetch &&
+        snap->cfg.auth.auth_wait > 0) {
+        /* A CRL never tried yet: fetch it (background thread) and let the request wait. */
+        char urls[16][TLS_URL_MAX];
+        size_t n = gw_cert_crl_urls(c, urls, 16), fresh = 0;
+        for (size_t i = 0; i < n; i++)
+            fresh += !gw_dyn_attempted(c->w->dyn, urls[i]);
+        if (fresh) {
+            gw_refresher_want_crls(c->w->server, urls, n);
+            gw_conn_park(c, GW_WAIT_CRL);
+            return;
+        }
+    }
     GW_INC(c->w->metrics.client_cert[v < TLS_CLIENT_VERDICT_N ? v : TLS_CLIENT_INVALID]);
     if (v == TLS_CLIENT_OK) {
+        struct auth_identity id;
+        auth_identity_from_cert(&id, SSL_get0_peer_certificate(c->ssl));
+        gw_log_identity(c, route, &id);
         gw_no_connection_point(c, route);
         return;
     }
-    const char *detail = NULL;
-    tls_client_verdict_of(c->ssl, c->snap->client_trust, &detail);
+    if (!detail)
+        tls_client_verdict_of(c->ssl, snap->client_trust, crls, false, &detail);
     LOG_WARN("c%u.%llu client certificate refused for role id %llu: %s%s%s", c->w->id,
              (unsigned long long)c->id, (unsigned long long)route->role_id,
              tls_client_verdict_name(v), detail && *detail ? ": " : "", detail ? detail : "");
@@ -129,8 +192,54 @@ static void gw_token_refused(struct gw_conn *c, const struct auth_route *route,
                                      : "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
 }
 
+/* An Entra ID access token, against the onboarded tenants' keys. Returns AUTH_TOKEN_OK with
+ * the identity filled, an error, or AUTH_TOKEN_ERROR_N when the request was parked to wait
+ * for a key refresh. */
+static enum auth_token_error gw_entra_auth(struct gw_conn *c, const char *tok, size_t len,
+                                           int64_t now, struct auth_identity *out)
+{
+    const struct gw_snapshot *snap = c->snap;
+    const struct auth_entra_keys *k = c->w->dyn ? c->w->dyn->entra : NULL;
+    struct auth_entra_policy p = {
+        .cloud = snap->cfg.auth.entra_cloud == AUTH_ENTRA_USGOV ? AUTH_ENTRA_USGOV
+                                                                : AUTH_ENTRA_PUBLIC,
+        .tenants = snap->entra_tenant_ids,
+        .ntenants = snap->nentra_tenants,
+        .audiences = snap->entra_audiences,
+        .naudiences = snap->nentra_audiences,
+        .skew = AUTH_CLOCK_SKEW,
+        .now = now,
+        .issuers = k ? k->issuers : NULL,
+        .nissuers = k ? k->nissuers : 0,
+    };
+    struct auth_entra_identity id;
+    enum auth_token_error e = auth_entra_verify(tok, len, &p, k ? k->jwks : NULL, &id);
+    if (e == AUTH_TOKEN_UNKNOWN_KID && !c->waited && snap->cfg.auth.auth_wait > 0) {
+        /* Keys roll over: fetch them again (at most once per entra_unknown_kid_interval) and
+         * let this request wait for the answer. */
+        int64_t forced = k ? k->forced_at : 0;
+        int64_t every = (int64_t)(snap->cfg.auth.entra_unknown_kid_interval / 1000);
+        if (forced == 0 || now - forced >= every) {
+            c->wait_mark = forced;
+            gw_refresher_force_keys(c->w->server);
+            gw_conn_park(c, GW_WAIT_KEYS);
+            return AUTH_TOKEN_ERROR_N;
+        }
+    }
+    if (e != AUTH_TOKEN_OK)
+        return e;
+    memset(out, 0, sizeof(*out));
+    out->method = AUTH_METHOD_ENTRA;
+    snprintf(out->token_subject, sizeof(out->token_subject), "%s", id.object_id);
+    snprintf(out->device_id, sizeof(out->device_id), "%s", id.device_id);
+    snprintf(out->tenant, sizeof(out->tenant), "%s", id.tenant);
+    snprintf(out->app_id, sizeof(out->app_id), "%s", id.app_id);
+    return AUTH_TOKEN_OK;
+}
+
 /* CCM_Proxy_ServerAuth/<role id>/...: a bearer token decides; an invalid one never goes
- * further. Site-issued and bulk tokens are recognised by their signer's thumbprint. */
+ * further. Site-issued and bulk tokens are recognised by their signer's thumbprint, Entra ID
+ * tokens by a key of an onboarded tenant. */
 static void gw_bearer_auth(struct gw_conn *c, const struct auth_route *route)
 {
     size_t len;
@@ -146,27 +255,112 @@ static void gw_bearer_auth(struct gw_conn *c, const struct auth_route *route)
     while (len && tok[len - 1] == ' ')
         len--;
     const struct gw_snapshot *snap = c->snap;
+    int64_t now = (int64_t)(core_wall_ms() / 1000);
     struct auth_site_policy policy = {
         .hierarchy_id = snap->cfg.auth.hierarchy_id,
         .blocked = (const char *const *)snap->bulk_blocked,
         .nblocked = snap->nbulk_blocked,
         .bulk_allowed = auth_bulk_token_allowed(route->rest, route->rest_len),
         .skew = AUTH_CLOCK_SKEW,
-        .now = (int64_t)(core_wall_ms() / 1000),
+        .now = now,
     };
-    struct auth_site_identity id;
-    enum auth_token_error e = auth_site_verify(tok, len, &policy, &snap->site_keys, &id);
-    if (e != AUTH_TOKEN_OK) {
-        /* Entra ID tokens would need the tenant's keys, which this release does not fetch. */
-        gw_token_refused(c, route, e,
-                         e == AUTH_TOKEN_UNKNOWN_KID
-                             ? "not signed by a configured site token-signing certificate, and "
-                               "no Entra ID keys are available"
-                             : NULL);
+    struct auth_site_identity sid;
+    struct auth_identity id;
+    enum auth_token_error e = auth_site_verify(tok, len, &policy, &snap->site_keys, &sid);
+    if (e == AUTH_TOKEN_OK) {
+        GW_INC(c->w->metrics.token_ok[sid.kind == AUTH_SITE_BULK ? 1 : 0]);
+        memset(&id, 0, sizeof(id));
+        id.method = sid.kind == AUTH_SITE_BULK ? AUTH_METHOD_BULK_TOKEN : AUTH_METHOD_SITE_TOKEN;
+        snprintf(id.token_subject, sizeof(id.token_subject), "%s", sid.unique_id);
+        snprintf(id.token_type, sizeof(id.token_type), "%s", sid.type);
+        if (sid.kind == AUTH_SITE_DEVICE)
+            snprintf(id.device_id, sizeof(id.device_id), "%s", sid.unique_id);
+        gw_log_identity(c, route, &id);
+        gw_no_connection_point(c, route);
         return;
     }
-    GW_INC(c->w->metrics.token_ok[id.kind == AUTH_SITE_BULK ? 1 : 0]);
-    gw_no_connection_point(c, route);
+    if (e == AUTH_TOKEN_UNKNOWN_KID && snap->nentra_tenants) {
+        e = gw_entra_auth(c, tok, len, now, &id);
+        if (e == AUTH_TOKEN_ERROR_N)
+            return; /* parked */
+        if (e == AUTH_TOKEN_OK) {
+            GW_INC(c->w->metrics.token_ok[2]);
+            gw_log_identity(c, route, &id);
+            gw_no_connection_point(c, route);
+            return;
+        }
+    }
+    gw_token_refused(c, route, e,
+                     e == AUTH_TOKEN_UNKNOWN_KID
+                         ? snap->nentra_tenants
+                               ? "signed by neither a site token-signing certificate nor a key "
+                                 "of an onboarded Entra ID tenant"
+                               : "not signed by a configured site token-signing certificate "
+                                 "(no Entra ID tenant is onboarded)"
+                         : NULL);
+}
+
+/* The value of query parameter `name` (case-insensitive name) into out. */
+static bool gw_query_param(const char *q, size_t qlen, const char *name, char *out, size_t len)
+{
+    size_t nl = strlen(name);
+    const char *end = q + qlen;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - q) > nl && q[nl] == '=' && strncasecmp(q, name, nl) == 0) {
+            size_t vl = (size_t)(stop - q) - nl - 1;
+            if (vl >= len)
+                return false;
+            memcpy(out, q + nl + 1, vl);
+            out[vl] = '\0';
+            return true;
+        }
+        q = amp ? amp + 1 : end;
+    }
+    return false;
+}
+
+/* /CCM_Proxy_ServerAuth/AADAuthInfo?TenantID=<guid>: what a client needs to ask Entra ID for
+ * a token to this gateway, for onboarded tenants only. Anonymous. */
+static void gw_aad_auth_info(struct gw_conn *c, const char *query, size_t qlen)
+{
+    if (c->req.method != HTTPREQ_M_GET && c->req.method != HTTPREQ_M_HEAD) {
+        gw_plain(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n");
+        return;
+    }
+    char tid[64];
+    if (!query || !gw_query_param(query, qlen, "TenantID", tid, sizeof(tid)) ||
+        !auth_is_guid(tid, strlen(tid))) {
+        gw_plain(c, 400, "Bad Request", NULL);
+        return;
+    }
+    const struct gw_snapshot *snap = c->snap;
+    const struct auth_entra_tenant *t = NULL;
+    for (size_t i = 0; i < snap->nentra_tenants && !t; i++)
+        if (strcasecmp(snap->entra_tenants[i].tenant, tid) == 0)
+            t = &snap->entra_tenants[i];
+    if (!t || !t->client_app_id[0]) {
+        LOG_INFO("c%u.%llu AADAuthInfo for tenant %s refused: not onboarded", c->w->id,
+                 (unsigned long long)c->id, tid);
+        gw_plain(c, 404, "Not Found", NULL);
+        return;
+    }
+    const char *authority =
+        auth_entra_authority(snap->cfg.auth.entra_cloud, snap->cfg.auth.entra_authority);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s+++}", "TenantId", t->tenant, "ClientAppId",
+                          t->client_app_id, "ResourceUri",
+                          snap->cfg.auth.entra_app_id_uri ? snap->cfg.auth.entra_app_id_uri : "",
+                          "Authority", authority, "/", t->tenant, "");
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!body) {
+        gw_plain(c, 500, "Internal Server Error", NULL);
+        return;
+    }
+    gw_conn_respond(c, 200, "OK", "application/json; charset=utf-8", body, strlen(body),
+                    "Cache-Control: no-store\r\n");
+    free(body);
 }
 
 void gw_router_handle(struct gw_conn *c)
@@ -200,8 +394,11 @@ void gw_router_handle(struct gw_conn *c)
         }
         gw_bearer_auth(c, &route);
         return;
+    case AUTH_ROUTE_AAD_AUTH_INFO:
+        gw_aad_auth_info(c, q ? q + 1 : NULL, q ? ulen - plen - 1 : 0);
+        return;
     default:
-        /* AADAuthInfo and content answer once their issues land. */
+        /* the content-location service answers once content is served */
         gw_plain(c, 404, "Not Found", NULL);
         return;
     }

@@ -30,18 +30,66 @@ static int gw_snapshot_client_trust(struct gw_snapshot *s, struct config_report 
     struct gw_config *c = &s->cfg;
     if (!c->auth.trusted_certs || !*c->auth.trusted_certs)
         return 0;
-    const char *certs[64], *crls[64];
-    char *cc, *cl, err[512];
-    size_t nc = core_split_list(c->auth.trusted_certs, &cc, certs, 64);
-    size_t nl = core_split_list(c->auth.crl_files, &cl, crls, 64);
-    s->client_trust =
-        tls_client_trust_load(certs, nc, crls, nl, c->auth.verify_revocation, err, sizeof(err));
+    const char *certs[64], *crls[64], *open[TLS_FAIL_OPEN_MAX + 1];
+    char *cc, *cl, *co, err[512];
+    struct tls_client_trust_opts o = {
+        .cert_files = certs,
+        .ncert = core_split_list(c->auth.trusted_certs, &cc, certs, 64),
+        .crl_files = crls,
+        .ncrl = core_split_list(c->auth.crl_files, &cl, crls, 64),
+        .check_revocation = c->auth.verify_revocation,
+        .crl_grace = (int64_t)(c->auth.crl_grace / 1000),
+        .fail_open = open,
+        .nfail_open = core_split_list(c->auth.crl_fail_open, &co, open, TLS_FAIL_OPEN_MAX + 1),
+    };
+    s->client_trust = tls_client_trust_new(&o, err, sizeof(err));
     free(cc);
     free(cl);
+    free(co);
     if (!s->client_trust) {
-        config_report_error(r, gw_config_schema,
-                            gw_key("auth", strstr(err, "CRL") ? "crl_files" : "trusted_certs"),
-                            "%s", err);
+        const char *key = strstr(err, "thumbprint") || strstr(err, "fail-open") ? "crl_fail_open"
+                          : strstr(err, "CRL")                                   ? "crl_files"
+                                                                                 : "trusted_certs";
+        config_report_error(r, gw_config_schema, gw_key("auth", key), "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Onboarded Entra ID tenants and the audiences their tokens must carry. */
+static int gw_snapshot_entra(struct gw_snapshot *s, struct config_report *r)
+{
+    struct auth_settings *a = &s->cfg.auth;
+    char err[300];
+    if (auth_entra_tenants_parse(a->entra_tenants, s->entra_tenants, AUTH_ENTRA_TENANTS_MAX,
+                                 &s->nentra_tenants, err, sizeof(err)) != 0) {
+        config_report_error(r, gw_config_schema, gw_key("auth", "entra_tenants"), "%s", err);
+        return -1;
+    }
+    for (size_t i = 0; i < s->nentra_tenants; i++)
+        s->entra_tenant_ids[i] = s->entra_tenants[i].tenant;
+    if (a->entra_server_app_id && *a->entra_server_app_id &&
+        !auth_is_guid(a->entra_server_app_id, strlen(a->entra_server_app_id))) {
+        config_report_error(r, gw_config_schema, gw_key("auth", "entra_server_app_id"),
+                            "'%s' is not a GUID (the server app's client id)",
+                            a->entra_server_app_id);
+        return -1;
+    }
+    if (a->entra_authority && *a->entra_authority &&
+        strncmp(a->entra_authority, "https://", 8) != 0 &&
+        strncmp(a->entra_authority, "http://", 7) != 0) {
+        config_report_error(r, gw_config_schema, gw_key("auth", "entra_authority"),
+                            "'%s' is not an http(s) URL", a->entra_authority);
+        return -1;
+    }
+    if (a->entra_app_id_uri && *a->entra_app_id_uri)
+        s->entra_audiences[s->nentra_audiences++] = a->entra_app_id_uri;
+    if (a->entra_server_app_id && *a->entra_server_app_id)
+        s->entra_audiences[s->nentra_audiences++] = a->entra_server_app_id;
+    if (s->nentra_tenants && !s->nentra_audiences) {
+        config_report_error(r, gw_config_schema, gw_key("auth", "entra_app_id_uri"),
+                            "Entra tenants need an audience: entra_app_id_uri or "
+                            "entra_server_app_id");
         return -1;
     }
     return 0;
@@ -159,7 +207,8 @@ struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
     s->generation = generation;
     if (gw_config_load(path, &s->cfg, report) != 0)
         goto fail;
-    if (gw_snapshot_client_trust(s, report) != 0 || gw_snapshot_site_tokens(s, report) != 0)
+    if (gw_snapshot_client_trust(s, report) != 0 || gw_snapshot_site_tokens(s, report) != 0 ||
+        gw_snapshot_entra(s, report) != 0)
         goto fail;
     s->ssl_ctx = gw_snapshot_tls(s, fallback_keys, report);
     if (!s->ssl_ctx)

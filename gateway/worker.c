@@ -198,6 +198,13 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
         gw_conn_drain_all(w);
         gw_worker_check_drained(w);
         break;
+    case GW_MSG_DYN: {
+        struct gw_dyn *old = w->dyn;
+        w->dyn = msg->arg;
+        gw_conn_dyn_changed(w);
+        gw_dyn_unref(old);
+        break;
+    }
     case GW_MSG_STOP:
         gw_worker_stop_accepting(w);
         gw_conn_close_all(w);
@@ -264,4 +271,6 @@ void gw_worker_join(struct gw_worker *w)
     free(w->scratch);
     gw_snapshot_unref(w->snap);
     w->snap = NULL;
+    gw_dyn_unref(w->dyn);
+    w->dyn = NULL;
 }

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -12,10 +14,20 @@
 #include "tls-int.h"
 
 struct tls_client_trust {
-    X509_STORE *store;              /* roots + CRLs, owned */
+    X509_STORE *store;              /* roots + CRLs from files, owned */
     STACK_OF(X509) * intermediates; /* owned */
+    STACK_OF(X509) * all;           /* roots and intermediates (CRL issuers), owned */
     unsigned nroots;
     bool check_revocation;
+    int64_t crl_grace; /* seconds a CRL past nextUpdate still counts */
+    unsigned nfail_open;
+    unsigned char fail_open[TLS_FAIL_OPEN_MAX][20]; /* SHA-1 of CAs whose CRL may be missing */
+};
+
+/* What a check noticed besides its verdict, for the log line. */
+struct tls_check_note {
+    const struct tls_client_trust *t;
+    bool grace_used, fail_open_used;
 };
 
 struct tls_client_result {
@@ -110,25 +122,56 @@ void tls_client_trust_free(struct tls_client_trust *t)
         return;
     X509_STORE_free(t->store);
     sk_X509_pop_free(t->intermediates, X509_free);
+    sk_X509_pop_free(t->all, X509_free);
     free(t);
 }
 
-struct tls_client_trust *tls_client_trust_load(const char *const *cert_files, size_t ncert,
-                                               const char *const *crl_files, size_t ncrl,
-                                               bool check_revocation, char *err, size_t errlen)
+/* Hex SHA-1 thumbprint (colons and spaces allowed) into 20 bytes. */
+static bool tls_parse_thumbprint(const char *s, unsigned char out[20])
+{
+    unsigned n = 0;
+    for (; *s; s++) {
+        if (*s == ':' || *s == ' ')
+            continue;
+        int hi = OPENSSL_hexchar2int((unsigned char)s[0]);
+        int lo = s[1] ? OPENSSL_hexchar2int((unsigned char)s[1]) : -1;
+        if (hi < 0 || lo < 0 || n == 20)
+            return false;
+        out[n++] = (unsigned char)(hi << 4 | lo);
+        s++;
+    }
+    return n == 20;
+}
+
+struct tls_client_trust *tls_client_trust_new(const struct tls_client_trust_opts *o, char *err,
+                                              size_t errlen)
 {
     struct tls_client_trust *t = calloc(1, sizeof(*t));
-    STACK_OF(X509) *all = sk_X509_new_null();
-    if (!t || !all)
-        goto fail;
+    if (!t)
+        return NULL;
     t->store = X509_STORE_new();
     t->intermediates = sk_X509_new_null();
-    t->check_revocation = check_revocation;
-    for (size_t i = 0; i < ncert; i++)
-        if (tls_read_certs(cert_files[i], all, err, errlen) < 0)
+    t->all = sk_X509_new_null();
+    t->check_revocation = o->check_revocation;
+    t->crl_grace = o->crl_grace;
+    if (!t->store || !t->intermediates || !t->all)
+        goto fail;
+    for (size_t i = 0; i < o->nfail_open; i++) {
+        if (t->nfail_open == TLS_FAIL_OPEN_MAX) {
+            snprintf(err, errlen, "more than %d fail-open CAs", TLS_FAIL_OPEN_MAX);
             goto fail;
-    for (int i = 0; i < sk_X509_num(all); i++) {
-        X509 *x = sk_X509_value(all, i);
+        }
+        if (!tls_parse_thumbprint(o->fail_open[i], t->fail_open[t->nfail_open++])) {
+            snprintf(err, errlen, "'%s' is not a SHA-1 thumbprint (40 hex digits)",
+                     o->fail_open[i]);
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < o->ncert; i++)
+        if (tls_read_certs(o->cert_files[i], t->all, err, errlen) < 0)
+            goto fail;
+    for (int i = 0; i < sk_X509_num(t->all); i++) {
+        X509 *x = sk_X509_value(t->all, i);
         if (tls_is_self_signed(x)) {
             X509_STORE_add_cert(t->store, x);
             t->nroots++;
@@ -141,16 +184,25 @@ struct tls_client_trust *tls_client_trust_load(const char *const *cert_files, si
         snprintf(err, errlen, "no root (self-signed) certificate among the trusted certificates");
         goto fail;
     }
-    for (size_t i = 0; i < ncrl; i++)
-        if (tls_read_crl(crl_files[i], t->store, err, errlen) != 0)
+    for (size_t i = 0; i < o->ncrl; i++)
+        if (tls_read_crl(o->crl_files[i], t->store, err, errlen) != 0)
             goto fail;
-    sk_X509_pop_free(all, X509_free);
     ERR_clear_error();
     return t;
 fail:
-    sk_X509_pop_free(all, X509_free);
+    ERR_clear_error();
     tls_client_trust_free(t);
     return NULL;
+}
+
+const STACK_OF(X509) * tls_client_trust_cas(const struct tls_client_trust *t)
+{
+    return t->all;
+}
+
+bool tls_client_trust_checks_revocation(const struct tls_client_trust *t)
+{
+    return t->check_revocation;
 }
 
 unsigned tls_client_trust_roots(const struct tls_client_trust *t)
@@ -190,14 +242,63 @@ static enum tls_client_verdict tls_verdict_from(int e)
     }
 }
 
-enum tls_client_verdict tls_client_trust_check(const struct tls_client_trust *t, X509 *cert,
+static bool tls_is_fail_open(const struct tls_client_trust *t, X509 *ca)
+{
+    unsigned char md[20];
+    unsigned int mdlen = 0;
+    if (!ca || t->nfail_open == 0 || !X509_digest(ca, EVP_sha1(), md, &mdlen) || mdlen != 20)
+        return false;
+    for (unsigned i = 0; i < t->nfail_open; i++)
+        if (memcmp(md, t->fail_open[i], 20) == 0)
+            return true;
+    return false;
+}
+
+/* Revocation data that is out of date within the grace, or missing for a CA the operator
+ * chose fail-open for, does not fail the chain. Everything else keeps OpenSSL's verdict. */
+static int tls_check_cb(int ok, X509_STORE_CTX *ctx)
+{
+    if (ok)
+        return 1;
+    struct tls_check_note *note = X509_STORE_CTX_get_app_data(ctx);
+    const struct tls_client_trust *t = note->t;
+    int e = X509_STORE_CTX_get_error(ctx);
+    if (e == X509_V_ERR_CRL_HAS_EXPIRED && t->crl_grace > 0) {
+        X509_CRL *crl = X509_STORE_CTX_get0_current_crl(ctx);
+        const ASN1_TIME *next = crl ? X509_CRL_get0_nextUpdate(crl) : NULL;
+        time_t limit = time(NULL) - (time_t)t->crl_grace;
+        if (next && X509_cmp_time(next, &limit) > 0) {
+            note->grace_used = true;
+            return 1;
+        }
+    }
+    if (e == X509_V_ERR_UNABLE_TO_GET_CRL || e == X509_V_ERR_CRL_HAS_EXPIRED ||
+        e == X509_V_ERR_CRL_NOT_YET_VALID) {
+        /* the CA whose CRL is wanted issued the certificate at the error depth */
+        STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+        int depth = X509_STORE_CTX_get_error_depth(ctx);
+        X509 *x = X509_STORE_CTX_get_current_cert(ctx);
+        X509 *ca = chain && depth + 1 < sk_X509_num(chain) ? sk_X509_value(chain, depth + 1)
+                   : x && tls_is_self_signed(x)             ? x
+                                                            : NULL;
+        if (tls_is_fail_open(t, ca)) {
+            note->fail_open_used = true;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+enum tls_client_verdict tls_client_trust_check(const struct tls_client_trust *t,
+                                               STACK_OF(X509_CRL) * crls, X509 *cert,
                                                STACK_OF(X509) * sent_chain, char *detail,
                                                size_t len)
 {
-    return tls_client_trust_explain(t, cert, sent_chain, detail, len, NULL);
+    return tls_client_trust_explain(t, crls, cert, sent_chain, detail, len, NULL);
 }
 
-enum tls_client_verdict tls_client_trust_explain(const struct tls_client_trust *t, X509 *cert,
+enum tls_client_verdict tls_client_trust_explain(const struct tls_client_trust *t,
+                                                 STACK_OF(X509_CRL) * crls, X509 *cert,
                                                  STACK_OF(X509) * sent_chain, char *detail,
                                                  size_t len, STACK_OF(X509) * *chain)
 {
@@ -213,10 +314,17 @@ enum tls_client_verdict tls_client_trust_explain(const struct tls_client_trust *
         sk_X509_push(untrusted, sk_X509_value(sent_chain, i));
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     enum tls_client_verdict v = TLS_CLIENT_INVALID;
+    struct tls_check_note note = {t, false, false};
     if (ctx && X509_STORE_CTX_init(ctx, t->store, cert, untrusted) == 1) {
         X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
-        if (t->check_revocation)
-            X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+        X509_STORE_CTX_set_app_data(ctx, &note);
+        X509_STORE_CTX_set_verify_cb(ctx, tls_check_cb);
+        if (t->check_revocation) {
+            X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL |
+                                              X509_V_FLAG_USE_DELTAS);
+            if (crls)
+                X509_STORE_CTX_set0_crls(ctx, crls);
+        }
         int ok = X509_verify_cert(ctx);
         int e = ok == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
         if (chain)
@@ -238,6 +346,11 @@ enum tls_client_verdict tls_client_trust_explain(const struct tls_client_trust *
                                : e == X509_V_ERR_UNABLE_TO_GET_CRL ? "no CRL from issuer"
                                                                    : "certificate";
             snprintf(detail, len, "%s (%s: %s)", X509_verify_cert_error_string(e), what, name);
+        } else if (note.fail_open_used || note.grace_used) {
+            snprintf(detail, len, "%s",
+                     note.fail_open_used
+                         ? "accepted without current revocation data (CA is fail-open)"
+                         : "accepted on a CRL past its nextUpdate (within auth.crl_grace)");
         }
     }
     X509_STORE_CTX_free(ctx);
@@ -246,19 +359,12 @@ enum tls_client_verdict tls_client_trust_explain(const struct tls_client_trust *
     return v;
 }
 
-/* Replaces OpenSSL's own chain check in the handshake: judge once, remember, never abort. */
+/* Replaces OpenSSL's own chain check in the handshake: never abort; the verdict is made
+ * once the handshake is over (tls_client_verdict_of), with the worker's current CRLs. */
 static int tls_client_verify_cb(X509_STORE_CTX *sctx, void *arg)
 {
-    const struct tls_client_trust *t = arg;
-    SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
-    struct tls_client_result *r = calloc(1, sizeof(*r));
-    if (!r)
-        return 0;
-    r->verdict =
-        tls_client_trust_check(t, X509_STORE_CTX_get0_cert(sctx),
-                               X509_STORE_CTX_get0_untrusted(sctx), r->detail, sizeof(r->detail));
-    free(SSL_get_ex_data(ssl, tls_client_ex));
-    SSL_set_ex_data(ssl, tls_client_ex, r);
+    (void)sctx;
+    (void)arg;
     return 1;
 }
 
@@ -278,25 +384,123 @@ void tls_client_ctx_setup(SSL_CTX *ctx, const struct tls_client_trust *t)
 }
 
 enum tls_client_verdict tls_client_verdict_of(SSL *ssl, const struct tls_client_trust *t,
+                                              STACK_OF(X509_CRL) * crls, bool again,
                                               const char **detail)
 {
     if (detail)
         *detail = NULL;
-    if (!t || tls_client_ex < 0)
+    if (!t)
         return TLS_CLIENT_NONE;
+    CRYPTO_THREAD_run_once(&tls_client_once, tls_client_ex_init);
     struct tls_client_result *r = SSL_get_ex_data(ssl, tls_client_ex);
-    if (!r) {
+    if (!r || again) {
         X509 *peer = SSL_get0_peer_certificate(ssl);
         if (!peer)
             return TLS_CLIENT_NONE;
-        r = calloc(1, sizeof(*r));
-        if (!r)
-            return TLS_CLIENT_INVALID;
-        r->verdict = tls_client_trust_check(t, peer, SSL_get_peer_cert_chain(ssl), r->detail,
-                                            sizeof(r->detail));
-        SSL_set_ex_data(ssl, tls_client_ex, r);
+        if (!r) {
+            r = calloc(1, sizeof(*r));
+            if (!r)
+                return TLS_CLIENT_INVALID;
+            SSL_set_ex_data(ssl, tls_client_ex, r);
+        }
+        /* A resumed session has no chain from the client: the configured intermediates
+         * build it. */
+        r->verdict = tls_client_trust_check(t, crls, peer, SSL_get_peer_cert_chain(ssl),
+                                            r->detail, sizeof(r->detail));
     }
     if (detail)
         *detail = r->detail;
     return r->verdict;
+}
+
+/* Appends the http(s) URIs of x's CRL distribution points (or of its Freshest CRL extension,
+ * the delta CRLs) to urls, skipping ones already there. Returns the new count. */
+static size_t tls_cdp_urls(const void *ext_owner, bool is_crl, int nid, char (*urls)[TLS_URL_MAX],
+                           size_t n, size_t max)
+{
+    STACK_OF(DIST_POINT) *dps =
+        is_crl ? X509_CRL_get_ext_d2i(ext_owner, nid, NULL, NULL)
+               : X509_get_ext_d2i(ext_owner, nid, NULL, NULL);
+    for (int i = 0; dps && i < sk_DIST_POINT_num(dps); i++) {
+        DIST_POINT *dp = sk_DIST_POINT_value(dps, i);
+        if (!dp->distpoint || dp->distpoint->type != 0)
+            continue;
+        GENERAL_NAMES *names = dp->distpoint->name.fullname;
+        for (int j = 0; j < sk_GENERAL_NAME_num(names); j++) {
+            GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, j);
+            if (gn->type != GEN_URI)
+                continue;
+            const char *u = (const char *)ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
+            int ul = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
+            if (ul <= 0 || ul >= TLS_URL_MAX || memchr(u, '\0', (size_t)ul) ||
+                (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0))
+                continue;
+            bool seen = false;
+            for (size_t k = 0; k < n && !seen; k++)
+                seen = strlen(urls[k]) == (size_t)ul && memcmp(urls[k], u, (size_t)ul) == 0;
+            if (seen || n == max)
+                continue;
+            memcpy(urls[n], u, (size_t)ul);
+            urls[n][ul] = '\0';
+            n++;
+        }
+    }
+    sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
+    ERR_clear_error();
+    return n;
+}
+
+size_t tls_cert_crl_urls(X509 *x, char (*urls)[TLS_URL_MAX], size_t n, size_t max)
+{
+    n = tls_cdp_urls(x, false, NID_crl_distribution_points, urls, n, max);
+    return tls_cdp_urls(x, false, NID_freshest_crl, urls, n, max);
+}
+
+size_t tls_crl_delta_urls(X509_CRL *crl, char (*urls)[TLS_URL_MAX], size_t n, size_t max)
+{
+    return tls_cdp_urls(crl, true, NID_freshest_crl, urls, n, max);
+}
+
+size_t tls_client_trust_crl_urls(const struct tls_client_trust *t, X509 *cert,
+                                 STACK_OF(X509) * sent_chain, char (*urls)[TLS_URL_MAX],
+                                 size_t max)
+{
+    /* Only a certificate whose chain verifies may make the gateway fetch anything: the URLs
+     * inside a forged certificate must never be visited. */
+    STACK_OF(X509) *untrusted = sk_X509_dup(t->intermediates);
+    for (int i = 0; sent_chain && i < sk_X509_num(sent_chain); i++)
+        sk_X509_push(untrusted, sk_X509_value(sent_chain, i));
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    size_t n = 0;
+    if (ctx && X509_STORE_CTX_init(ctx, t->store, cert, untrusted) == 1) {
+        X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+        if (X509_verify_cert(ctx) == 1) {
+            STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+            for (int i = 0; i < sk_X509_num(chain); i++)
+                n = tls_cert_crl_urls(sk_X509_value(chain, i), urls, n, max);
+        }
+    }
+    X509_STORE_CTX_free(ctx);
+    sk_X509_free(untrusted);
+    ERR_clear_error();
+    return n;
+}
+
+size_t tls_client_trust_ca_crl_urls(const struct tls_client_trust *t, char (*urls)[TLS_URL_MAX],
+                                    size_t max)
+{
+    size_t n = 0;
+    for (int i = 0; i < sk_X509_num(t->all); i++)
+        n = tls_cert_crl_urls(sk_X509_value(t->all, i), urls, n, max);
+    return n;
+}
+
+bool tls_crl_revokes(X509_CRL *crl, X509 *cert)
+{
+    if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0)
+        return false;
+    X509_REVOKED *rev = NULL;
+    int r = X509_CRL_get0_by_cert(crl, &rev, cert);
+    /* 2 is an entry with reason removeFromCRL (a delta CRL lifting a hold) */
+    return r == 1;
 }

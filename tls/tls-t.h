@@ -50,6 +50,39 @@ enum tls_client_verdict {
  * list) and the CRLs, immutable once built. */
 struct tls_client_trust;
 
+#define TLS_URL_MAX 512     /* longest CRL URL taken from a certificate */
+#define TLS_FAIL_OPEN_MAX 16 /* CAs the operator may exempt from revocation data */
+
+/* How client certificates are judged (borrowed for the call). */
+struct tls_client_trust_opts {
+    const char *const *cert_files; /* roots and intermediates, PEM bundles or DER */
+    size_t ncert;
+    const char *const *crl_files;
+    size_t ncrl;
+    bool check_revocation;
+    int64_t crl_grace;            /* seconds a CRL past its nextUpdate is still good */
+    const char *const *fail_open; /* SHA-1 thumbprints (hex) of CAs for which missing or
+                                     out-of-date revocation data is accepted */
+    size_t nfail_open;
+};
+
+/* How fetched CRLs are kept fresh. */
+struct tls_crl_policy {
+    uint64_t refresh_max; /* seconds: longest time between two fetches of one CRL */
+    uint64_t timeout_ms;  /* one fetch */
+    size_t max_urls;      /* sources kept at most (0 = 256) */
+};
+
+enum tls_crl_result {
+    TLS_CRL_NONE = 0,
+    TLS_CRL_OK,
+    TLS_CRL_NOT_MODIFIED,
+    TLS_CRL_HTTP_ERROR,
+    TLS_CRL_TRANSPORT_ERROR,
+    TLS_CRL_INVALID, /* not a CRL, not from a configured CA, bad signature, older than held */
+    TLS_CRL_RESULT_N
+};
+
 /* Settings the server context is built from (borrowed for the call). */
 struct tls_server_opts {
     const char *pfx_file;      /* PKCS#12 with key + chain, or NULL */

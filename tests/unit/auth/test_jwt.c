@@ -115,7 +115,7 @@ static const char *audiences[] = {APP_URI, CLIENT_ID};
 
 static struct auth_entra_policy policy(enum auth_entra_cloud cloud)
 {
-    struct auth_entra_policy p = {cloud, tenants, 1, audiences, 2, 300, NOW};
+    struct auth_entra_policy p = {cloud, tenants, 1, audiences, 2, 300, NOW, NULL, 0};
     return p;
 }
 

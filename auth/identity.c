@@ -1,0 +1,92 @@
+/* Who a client proved to be, as headers for the connection point. The gateway alone sets
+ * them: any header of the same family that a client sends is removed first. */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "auth.h"
+
+const char *auth_method_name(enum auth_method m)
+{
+    static const char *names[] = {"none", "client-certificate", "entra-token", "site-token",
+                                  "bulk-token"};
+    return (unsigned)m < sizeof(names) / sizeof(names[0]) ? names[m] : "none";
+}
+
+bool auth_is_identity_header(const char *name, size_t len)
+{
+    return len >= sizeof(AUTH_IDENTITY_PREFIX) - 1 &&
+           strncasecmp(name, AUTH_IDENTITY_PREFIX, sizeof(AUTH_IDENTITY_PREFIX) - 1) == 0;
+}
+
+/* Copies s into out with anything that could end or bend a header line replaced by '?'. */
+static void auth_header_safe(char *out, size_t len, const char *s)
+{
+    size_t o = 0;
+    for (; s && *s && o + 1 < len; s++)
+        out[o++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+    out[o] = '\0';
+}
+
+void auth_identity_from_cert(struct auth_identity *id, X509 *cert)
+{
+    memset(id, 0, sizeof(*id));
+    id->method = AUTH_METHOD_CLIENT_CERT;
+    unsigned char md[20];
+    unsigned int l = 0;
+    if (X509_digest(cert, EVP_sha1(), md, &l) && l == 20)
+        for (int i = 0; i < 20; i++)
+            snprintf(id->thumbprint + 2 * i, 3, "%02X", md[i]);
+    char buf[sizeof(id->subject)];
+    BIO *b = BIO_new(BIO_s_mem());
+    for (int k = 0; b && k < 2; k++) {
+        (void)BIO_reset(b);
+        X509_NAME_print_ex(b, k ? X509_get_issuer_name(cert) : X509_get_subject_name(cert), 0,
+                           XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+        int n = BIO_read(b, buf, sizeof(buf) - 1);
+        buf[n > 0 ? n : 0] = '\0';
+        auth_header_safe(k ? id->issuer : id->subject, sizeof(id->subject), buf);
+    }
+    BIO_free(b);
+}
+
+size_t auth_identity_headers(const struct auth_identity *id, char *buf, size_t len)
+{
+    char v[5][sizeof(id->subject)];
+    auth_header_safe(v[0], sizeof(v[0]), id->token_subject);
+    auth_header_safe(v[1], sizeof(v[1]), id->device_id);
+    auth_header_safe(v[2], sizeof(v[2]), id->tenant);
+    auth_header_safe(v[3], sizeof(v[3]), id->app_id);
+    auth_header_safe(v[4], sizeof(v[4]), id->token_type);
+    struct {
+        const char *name, *value;
+    } h[] = {
+        {"Auth-Method", auth_method_name(id->method)},
+        {"Client-Cert-Thumbprint", id->thumbprint},
+        {"Client-Cert-Subject", id->subject},
+        {"Client-Cert-Issuer", id->issuer},
+        {"Token-Subject", v[0]},
+        {"Token-Type", v[4]},
+        {"Device-Id", v[1]},
+        {"Tenant-Id", v[2]},
+        {"Client-App-Id", v[3]},
+    };
+    size_t o = 0;
+    if (len)
+        buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(h) / sizeof(h[0]); i++) {
+        if (!h[i].value[0])
+            continue;
+        int n = snprintf(buf + o, len - o, "%s%s: %s\r\n", AUTH_IDENTITY_PREFIX, h[i].name,
+                         h[i].value);
+        if (n < 0 || (size_t)n >= len - o) {
+            buf[o] = '\0'; /* never a cut line */
+            break;
+        }
+        o += (size_t)n;
+    }
+    return o;
+}
