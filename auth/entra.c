@@ -76,7 +76,16 @@ static enum auth_token_error auth_entra_claims(const struct auth_jwt *jwt,
             if (*meta)
                 snprintf(want, sizeof(want), "%s", meta);
         }
-    if (strcmp(want, iss) != 0 || !auth_jwk_issuer_ok(jwk, iss, tid))
+    /* A key's own issuer (Entra's v2 key list names one for every key, and the same keys
+     * sign v1 tokens) must be the token's issuer or the tenant's v2 issuer. */
+    char v2[AUTH_ISSUER_MAX + 64];
+    snprintf(v2, sizeof(v2), "%s%s%s", auth_entra_issuers[p->cloud].v2_prefix, tid,
+             auth_entra_issuers[p->cloud].v2_suffix);
+    for (size_t i = 0; i < p->nissuers; i++)
+        if (strcasecmp(p->issuers[i].tenant, tid) == 0 && p->issuers[i].v2[0])
+            snprintf(v2, sizeof(v2), "%s", p->issuers[i].v2);
+    if (strcmp(want, iss) != 0 ||
+        (!auth_jwk_issuer_ok(jwk, iss, tid) && !auth_jwk_issuer_ok(jwk, v2, tid)))
         return AUTH_TOKEN_BAD_ISSUER;
 
     bool aud_ok = false;

@@ -233,7 +233,8 @@ void auth_entra_source_configure(struct auth_entra_source *s, const char *author
                                  const struct auth_entra_source_policy *policy)
 {
     pthread_mutex_lock(&s->lock);
-    bool same_authority = strcmp(s->authority, authority) == 0;
+    /* a different authority (not the first configuration) makes every key suspect */
+    bool same_authority = !s->authority[0] || strcmp(s->authority, authority) == 0;
     snprintf(s->authority, sizeof(s->authority), "%s", authority);
     size_t alen = strlen(s->authority);
     while (alen && s->authority[alen - 1] == '/')
@@ -247,9 +248,12 @@ void auth_entra_source_configure(struct auth_entra_source *s, const char *author
                 nt[i] = s->t[j]; /* keeps its keys and schedule */
                 s->t[j].jwks = NULL;
             }
-        if (!nt[i].jwks)
+        if (!nt[i].jwks && same_authority) {
             auth_entra_load_cached(s, &nt[i]);
-        if (!nt[i].fetched_at || !same_authority)
+            /* keys from the disk cache count from when they were fetched */
+            nt[i].next_fetch = nt[i].jwks ? nt[i].fetched_at + (int64_t)policy->refresh : 0;
+        }
+        if (!nt[i].jwks || !same_authority)
             nt[i].next_fetch = 0;
     }
     for (size_t j = 0; j < s->n; j++)

@@ -36,6 +36,7 @@ struct gw_conn {
     uint8_t cert_verdict; /* enum tls_client_verdict, set when the handshake ends */
     uint8_t wait_kind;    /* enum gw_wait_kind while state is GW_CS_WAIT */
     bool waited;          /* the current request has waited once: it is not parked again */
+    bool crls_known;      /* every CRL its certificate chain names has been tried */
     int64_t wait_mark;    /* GW_WAIT_KEYS: the forced-refresh time seen when parking */
     uint32_t nrequests;
     uint64_t deadline;      /* monotonic ms; what happens then depends on state */

@@ -143,14 +143,18 @@ static void gw_mutual_auth(struct gw_conn *c, const struct auth_route *route)
     STACK_OF(X509_CRL) *crls = c->w->dyn ? c->w->dyn->crls : NULL;
     enum tls_client_verdict v = c->cert_verdict;
     const char *detail = NULL;
-    if (v == TLS_CLIENT_REVOCATION_UNKNOWN) {
+    if (v == TLS_CLIENT_REVOCATION_UNKNOWN || c->waited) {
         /* CRLs may have come since the handshake: judge with the newest */
         v = tls_client_verdict_of(c->ssl, snap->client_trust, crls, true, &detail);
         c->cert_verdict = (uint8_t)v;
     }
-    if (v == TLS_CLIENT_REVOCATION_UNKNOWN && !c->waited && snap->cfg.auth.crl_fetch &&
-        snap->cfg.auth.auth_wait > 0) {
-        /* A CRL never tried yet: fetch it (background thread) and let the request wait. */
+    bool revocation = snap->client_trust &&
+                      tls_client_trust_checks_revocation(snap->client_trust) &&
+                      snap->cfg.auth.crl_fetch;
+    if ((v == TLS_CLIENT_REVOCATION_UNKNOWN || (v == TLS_CLIENT_OK && !c->crls_known)) &&
+        revocation && !c->waited && snap->cfg.auth.auth_wait > 0) {
+        /* A CRL (or the delta CRL that completes one) never tried yet: fetch it on the
+         * background thread and let the request wait for it. */
         char urls[16][TLS_URL_MAX];
         size_t n = gw_cert_crl_urls(c, urls, 16), fresh = 0;
         for (size_t i = 0; i < n; i++)
@@ -160,6 +164,7 @@ static void gw_mutual_auth(struct gw_conn *c, const struct auth_route *route)
             gw_conn_park(c, GW_WAIT_CRL);
             return;
         }
+        c->crls_known = true;
     }
     GW_INC(c->w->metrics.client_cert[v < TLS_CLIENT_VERDICT_N ? v : TLS_CLIENT_INVALID]);
     if (v == TLS_CLIENT_OK) {

@@ -320,8 +320,11 @@ enum tls_client_verdict tls_client_trust_explain(const struct tls_client_trust *
         X509_STORE_CTX_set_app_data(ctx, &note);
         X509_STORE_CTX_set_verify_cb(ctx, tls_check_cb);
         if (t->check_revocation) {
+            /* Extended CRL support is what keeps OpenSSL from taking a delta CRL for a
+             * complete one (its delta check sits behind that flag). */
             X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL |
-                                              X509_V_FLAG_USE_DELTAS);
+                                              X509_V_FLAG_USE_DELTAS |
+                                              X509_V_FLAG_EXTENDED_CRL_SUPPORT);
             if (crls)
                 X509_STORE_CTX_set0_crls(ctx, crls);
         }
