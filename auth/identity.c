@@ -55,33 +55,38 @@ void auth_identity_from_cert(struct auth_identity *id, X509 *cert)
 
 size_t auth_identity_headers(const struct auth_identity *id, char *buf, size_t len)
 {
-    char v[5][sizeof(id->subject)];
-    auth_header_safe(v[0], sizeof(v[0]), id->token_subject);
-    auth_header_safe(v[1], sizeof(v[1]), id->device_id);
-    auth_header_safe(v[2], sizeof(v[2]), id->tenant);
-    auth_header_safe(v[3], sizeof(v[3]), id->app_id);
+    /* every value is made safe here, whoever filled the struct */
+    char v[8][sizeof(id->subject)];
+    auth_header_safe(v[0], sizeof(v[0]), id->thumbprint);
+    auth_header_safe(v[1], sizeof(v[1]), id->subject);
+    auth_header_safe(v[2], sizeof(v[2]), id->issuer);
+    auth_header_safe(v[3], sizeof(v[3]), id->token_subject);
     auth_header_safe(v[4], sizeof(v[4]), id->token_type);
+    auth_header_safe(v[5], sizeof(v[5]), id->device_id);
+    auth_header_safe(v[6], sizeof(v[6]), id->tenant);
+    auth_header_safe(v[7], sizeof(v[7]), id->app_id);
     struct {
         const char *name, *value;
     } h[] = {
         {"Auth-Method", auth_method_name(id->method)},
-        {"Client-Cert-Thumbprint", id->thumbprint},
-        {"Client-Cert-Subject", id->subject},
-        {"Client-Cert-Issuer", id->issuer},
-        {"Token-Subject", v[0]},
+        {"Client-Cert-Thumbprint", v[0]},
+        {"Client-Cert-Subject", v[1]},
+        {"Client-Cert-Issuer", v[2]},
+        {"Token-Subject", v[3]},
         {"Token-Type", v[4]},
-        {"Device-Id", v[1]},
-        {"Tenant-Id", v[2]},
-        {"Client-App-Id", v[3]},
+        {"Device-Id", v[5]},
+        {"Tenant-Id", v[6]},
+        {"Client-App-Id", v[7]},
     };
     size_t o = 0;
-    if (len)
-        buf[0] = '\0';
+    if (!buf || len == 0)
+        return 0;
+    buf[0] = '\0';
     for (size_t i = 0; i < sizeof(h) / sizeof(h[0]); i++) {
         if (!h[i].value[0])
             continue;
-        int n = snprintf(buf + o, len - o, "%s%s: %s\r\n", AUTH_IDENTITY_PREFIX, h[i].name,
-                         h[i].value);
+        int n =
+            snprintf(buf + o, len - o, "%s%s: %s\r\n", AUTH_IDENTITY_PREFIX, h[i].name, h[i].value);
         if (n < 0 || (size_t)n >= len - o) {
             buf[o] = '\0'; /* never a cut line */
             break;

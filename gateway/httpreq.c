@@ -449,6 +449,20 @@ unsigned httpreq_header_count(const struct httpreq *r, const char *name)
     return c;
 }
 
+unsigned httpreq_remove_headers(struct httpreq *r, bool (*drop)(const char *name, size_t len))
+{
+    unsigned kept = 0, removed = 0;
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        if (drop(r->head + r->headers[i].name_off, r->headers[i].name_len)) {
+            removed++;
+            continue;
+        }
+        r->headers[kept++] = r->headers[i];
+    }
+    r->nheaders = kept;
+    return removed;
+}
+
 int httpreq_version_minor(const struct httpreq *r)
 {
     return r->parser.http_minor;

@@ -94,6 +94,9 @@ const char *httpreq_url(const struct httpreq *r, size_t *len);
 /* First header with that name (case-insensitive), or NULL. */
 const char *httpreq_header(const struct httpreq *r, const char *name, size_t *len);
 unsigned httpreq_header_count(const struct httpreq *r, const char *name);
+/* Forgets every header whose name `drop` accepts (e.g. identity headers a client may not
+ * send on). Returns how many went. */
+unsigned httpreq_remove_headers(struct httpreq *r, bool (*drop)(const char *name, size_t len));
 int httpreq_version_minor(const struct httpreq *r);
 
 #endif

@@ -107,8 +107,8 @@ static void gw_log_identity(struct gw_conn *c, const struct auth_route *route,
     for (size_t i = 0; i < n; i++)
         if (h[i] == '\r' || h[i] == '\n')
             h[i] = h[i] == '\r' ? ';' : ' ';
-    LOG_VERBOSE("c%u.%llu authenticated for role id %llu: %s", c->w->id,
-                (unsigned long long)c->id, (unsigned long long)route->role_id, h);
+    LOG_VERBOSE("c%u.%llu authenticated for role id %llu: %s", c->w->id, (unsigned long long)c->id,
+                (unsigned long long)route->role_id, h);
 }
 
 /* CRL URLs the connection's certificate chain needs (only when that chain verifies). */
@@ -206,8 +206,8 @@ static enum auth_token_error gw_entra_auth(struct gw_conn *c, const char *tok, s
     const struct gw_snapshot *snap = c->snap;
     const struct auth_entra_keys *k = c->w->dyn ? c->w->dyn->entra : NULL;
     struct auth_entra_policy p = {
-        .cloud = snap->cfg.auth.entra_cloud == AUTH_ENTRA_USGOV ? AUTH_ENTRA_USGOV
-                                                                : AUTH_ENTRA_PUBLIC,
+        .cloud =
+            snap->cfg.auth.entra_cloud == AUTH_ENTRA_USGOV ? AUTH_ENTRA_USGOV : AUTH_ENTRA_PUBLIC,
         .tenants = snap->entra_tenant_ids,
         .ntenants = snap->nentra_tenants,
         .audiences = snap->entra_audiences,
@@ -393,6 +393,14 @@ void gw_router_handle(struct gw_conn *c)
             gw_plain(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n");
         return;
     case AUTH_ROUTE_ROLE:
+        /* Identity headers are the gateway's alone: whatever a client sent of them goes
+         * before anything else looks at the request. */
+        if (!c->waited) {
+            unsigned n = httpreq_remove_headers(&c->req, auth_is_identity_header);
+            if (n)
+                LOG_WARN("c%u.%llu removed %u %s* header(s) the client sent", c->w->id,
+                         (unsigned long long)c->id, n, AUTH_IDENTITY_PREFIX);
+        }
         if (route.scheme == AUTH_SCHEME_MUTUAL) {
             gw_mutual_auth(c, &route);
             return;

@@ -33,6 +33,10 @@ SERVICE_NAME = "cmg.localtest.me"  # cmgctl pki init's default service name
 PFX_PASSWORD = "cmg-dev"  # cmgctl pki init's default PFX password
 
 
+# Every test server is on loopback: no child (gateway, cmgctl, curl) goes through a proxy the
+# environment may name.
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
+
 def _find_binary(env, fallback):
     path = os.environ.get(env) or os.path.join(REPO, fallback)
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):

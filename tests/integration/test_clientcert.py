@@ -82,6 +82,21 @@ class TestClientCertificates(ct.GatewayTestCase):
                                         r": revoked: certificate revoked", self.gw.stderr()),
                       ct.t(5), what="refusal log line")
 
+    def test_identity_headers_from_the_client_are_removed(self):
+        """X-CMG-* headers are the gateway's: what a client sends of them is dropped (and
+        logged) before authentication, whatever their case."""
+        line, _ = status_line(self.gw, pki_file("client-valid.crt"), pki_file("client-valid.key"))
+        self.assertEqual(line, "HTTP/1.1 503 Service Unavailable")
+        self.assertNotIn("X-CMG-* header", self.gw.stderr())
+        p = ct.curl(PATH, self.gw.port, "-i", "-o", "-", "--cert", pki_file("client-valid.crt"),
+                    "--key", pki_file("client-valid.key"), "-H", "X-CMG-Auth-Method: site-token",
+                    "-H", "x-cmg-client-cert-thumbprint: 00", "-H", "X-CMGx: kept")
+        self.assertIn("503", p.stdout.split("\r\n", 1)[0])
+        ct.wait_until(lambda: re.search(r"removed 2 X-CMG-\* header\(s\) the client sent",
+                                        self.gw.stderr()),
+                      ct.t(5), what="log line about removed identity headers")
+        self.assertRegex(self.gw.stderr(), r"removed 2 X-CMG-\* header\(s\) the client sent")
+
     def test_resumed_session_is_judged_again(self):
         """A TLS 1.2 session resumed from a ticket carries the certificate; it must be
         judged on the resumed connection too, not waved through."""

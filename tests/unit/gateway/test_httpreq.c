@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "httpreq.h"
 
@@ -316,5 +317,31 @@ Test(httpreq, obs_fold_split_across_reads_is_refused)
     size_t l;
     const char *v = httpreq_header(&r, "X", &l);
     cr_assert(v && l == 3 && memcmp(v, "a b", 3) == 0);
+    httpreq_deinit(&r);
+}
+
+static bool drop_x_cmg(const char *name, size_t len)
+{
+    return len >= 6 && strncasecmp(name, "X-CMG-", 6) == 0;
+}
+
+Test(httpreq, identity_headers_removed)
+{
+    const char *req = "GET /p HTTP/1.1\r\nHost: h\r\nx-cmg-auth-method: client-certificate\r\n"
+                      "CCMClientID: GUID:1\r\nX-CMG-Tenant-Id: evil\r\nX-CMGx: kept\r\n\r\n";
+    struct httpreq r;
+    httpreq_init(&r, &limits, on_body, NULL);
+    size_t used;
+    cr_assert_eq(httpreq_feed(&r, req, strlen(req), &used), HTTPREQ_DONE);
+    cr_assert_eq(httpreq_remove_headers(&r, drop_x_cmg), 2);
+    size_t l;
+    cr_assert_null(httpreq_header(&r, "X-CMG-Auth-Method", &l));
+    cr_assert_null(httpreq_header(&r, "X-CMG-Tenant-Id", &l));
+    const char *v = httpreq_header(&r, "CCMClientID", &l);
+    cr_assert(v && l == 6 && memcmp(v, "GUID:1", 6) == 0);
+    v = httpreq_header(&r, "X-CMGx", &l);
+    cr_assert(v && l == 4 && memcmp(v, "kept", 4) == 0);
+    cr_assert(httpreq_header(&r, "Host", &l) != NULL);
+    cr_assert_eq(httpreq_remove_headers(&r, drop_x_cmg), 0);
     httpreq_deinit(&r);
 }
