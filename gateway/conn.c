@@ -17,6 +17,7 @@
 #define GW_READ_BUDGET 8 /* SSL_read calls per wake-up before yielding to other connections */
 
 static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg);
+static void gw_conn_log_request(struct gw_conn *c, int status);
 static void gw_conn_resume(struct gw_conn *c);
 static int gw_conn_flush(struct gw_conn *c);
 static int gw_conn_read(struct gw_conn *c);
@@ -73,6 +74,7 @@ static void gw_conn_free(struct gw_conn *c, const char *why)
                  (unsigned long long)(core_now_ms() - c->started_ms),
                  gw_peer_str(c, peer, sizeof(peer)));
     }
+    gw_proxy_abort(c);
     if (c->ssl)
         SSL_free(c->ssl);
     close(c->fd);
@@ -172,7 +174,12 @@ void gw_conn_respond(struct gw_conn *c, int status, const char *reason, const ch
     }
     if (!keep)
         c->close_after = true;
+    gw_conn_log_request(c, status);
+}
 
+/* Counts an answered request and writes its log line. */
+static void gw_conn_log_request(struct gw_conn *c, int status)
+{
     struct gw_worker *w = c->w;
     GW_INC(w->metrics.requests);
     if (status >= 100 && status < 600)
@@ -206,26 +213,44 @@ static void gw_conn_reject(struct gw_conn *c, int status, const char *reason, co
 
 static const char *gw_reason(int status)
 {
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 408:
-        return "Request Timeout";
-    case 413:
-        return "Content Too Large";
-    case 417:
-        return "Expectation Failed";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 501:
-        return "Not Implemented";
-    case 503:
-        return "Service Unavailable";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Error";
-    }
+    static const struct {
+        int status;
+        const char *reason;
+    } phrases[] = {
+        {200, "OK"},
+        {201, "Created"},
+        {202, "Accepted"},
+        {204, "No Content"},
+        {206, "Partial Content"},
+        {207, "Multi-Status"},
+        {301, "Moved Permanently"},
+        {302, "Found"},
+        {304, "Not Modified"},
+        {307, "Temporary Redirect"},
+        {400, "Bad Request"},
+        {401, "Unauthorized"},
+        {403, "Forbidden"},
+        {404, "Not Found"},
+        {405, "Method Not Allowed"},
+        {408, "Request Timeout"},
+        {409, "Conflict"},
+        {411, "Length Required"},
+        {412, "Precondition Failed"},
+        {413, "Content Too Large"},
+        {416, "Range Not Satisfiable"},
+        {417, "Expectation Failed"},
+        {431, "Request Header Fields Too Large"},
+        {500, "Internal Server Error"},
+        {501, "Not Implemented"},
+        {502, "Bad Gateway"},
+        {503, "Service Unavailable"},
+        {504, "Gateway Timeout"},
+        {505, "HTTP Version Not Supported"},
+    };
+    for (size_t i = 0; i < sizeof(phrases) / sizeof(phrases[0]); i++)
+        if (phrases[i].status == status)
+            return phrases[i].reason;
+    return status < 300 ? "OK" : status < 400 ? "Redirect" : "Error";
 }
 
 static void gw_conn_on_head(struct gw_conn *c)
@@ -240,10 +265,16 @@ static void gw_conn_on_head(struct gw_conn *c)
 /* The current request is answered: ready for the next one. */
 static void gw_conn_request_done(struct gw_conn *c)
 {
+    gw_proxy_release(c);
     c->nrequests++;
     httpreq_next(&c->req);
     c->head_done = false;
     c->waited = false;
+    c->answered = false;
+    c->req_read = false;
+    c->resp_chunked = false;
+    c->close_when_done = false;
+    c->wait_kind = GW_WAIT_NONE;
     c->req_in = c->req_out = 0;
     c->state = GW_CS_IDLE;
     c->deadline = core_now_ms() + c->snap->cfg.idle_timeout;
@@ -256,6 +287,56 @@ void gw_conn_park(struct gw_conn *c, enum gw_wait_kind kind)
     c->waited = true;
     c->deadline = core_now_ms() + c->snap->cfg.auth.auth_wait;
     GW_INC(c->w->metrics.auth_waits[kind == GW_WAIT_KEYS ? 1 : 0]);
+}
+
+/* Keeps what follows the current request (pipelined input) until the connection goes on. */
+static void gw_conn_hold_rest(struct gw_conn *c, const char *data, size_t len, bool from_held)
+{
+    if (!from_held && len > 0) {
+        c->in = malloc(len);
+        if (!c->in)
+            abort();
+        memcpy(c->in, data, len);
+        c->in_off = 0;
+        c->in_len = (uint32_t)len;
+    }
+    c->held = c->in && c->in_len > 0;
+    if (!c->held) {
+        free(c->in);
+        c->in = NULL;
+        c->in_off = c->in_len = 0;
+    }
+}
+
+/* The head is read: on role paths authentication and the tunnel stream start now, before the
+ * body. True when the request was parked (it waits for a fetch). */
+static bool gw_conn_head_ready(struct gw_conn *c)
+{
+    gw_conn_on_head(c);
+    c->waited = false;
+    gw_router_head(c);
+    return c->state == GW_CS_WAIT;
+}
+
+/* The whole request has been read. True when the connection now waits for the answer. */
+static bool gw_conn_request_read(struct gw_conn *c)
+{
+    c->req_read = true;
+    if (c->proxy) {
+        gw_proxy_body_end(c);
+        if (!gw_proxy_done(c)) {
+            c->state = GW_CS_WAIT;
+            c->wait_kind = GW_WAIT_UPSTREAM;
+            c->deadline = core_now_ms() + c->snap->cfg.tunnel_response_timeout;
+            return true;
+        }
+    } else if (!c->answered) {
+        gw_router_handle(c);
+        if (c->state == GW_CS_WAIT)
+            return true;
+    }
+    gw_conn_request_done(c);
+    return false;
 }
 
 /* Parses what it can of data; returns 1 if the connection was freed, else 0. Input it cannot
@@ -297,34 +378,23 @@ static int gw_conn_process(struct gw_conn *c, const char *data, size_t len, bool
         case HTTPREQ_NEED_MORE:
             break;
         case HTTPREQ_HEAD:
-            gw_conn_on_head(c);
             c->state = GW_CS_BODY;
             c->deadline = core_now_ms() + cfg->body_timeout;
-            break;
-        case HTTPREQ_DONE:
-            if (!c->head_done)
-                gw_conn_on_head(c);
-            c->waited = false;
-            gw_router_handle(c);
-            if (c->state == GW_CS_WAIT) {
-                /* keep what follows (pipelined requests) until the answer is out */
-                if (!from_held && len > 0) {
-                    c->in = malloc(len);
-                    if (!c->in)
-                        abort();
-                    memcpy(c->in, data, len);
-                    c->in_off = 0;
-                    c->in_len = (uint32_t)len;
-                }
-                c->held = c->in_len > 0;
-                if (!c->held) {
-                    free(c->in);
-                    c->in = NULL;
-                    c->in_off = 0;
-                }
+            if (gw_conn_head_ready(c)) {
+                gw_conn_hold_rest(c, data, len, from_held);
                 return 0;
             }
-            gw_conn_request_done(c);
+            break;
+        case HTTPREQ_DONE:
+            if (!c->head_done && gw_conn_head_ready(c)) {
+                c->req_read = true; /* parked with the whole request read */
+                gw_conn_hold_rest(c, data, len, from_held);
+                return 0;
+            }
+            if (gw_conn_request_read(c)) {
+                gw_conn_hold_rest(c, data, len, from_held);
+                return 0;
+            }
             break;
         case HTTPREQ_ERROR:
             gw_conn_reject(c, c->req.error_status, gw_reason(c->req.error_status),
@@ -358,6 +428,8 @@ static int gw_conn_flush(struct gw_conn *c)
         }
         int e = SSL_get_error(c->ssl, n);
         if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            if (c->proxy && progress)
+                gw_proxy_client_drained(c);
             /* send_timeout runs from the last byte the client took, not from each attempt */
             if (progress || !c->send_deadline)
                 c->send_deadline = core_now_ms() + c->snap->cfg.send_timeout;
@@ -367,6 +439,8 @@ static int gw_conn_flush(struct gw_conn *c)
         gw_conn_free(c, "write failed (client went away)");
         return 1;
     }
+    if (c->proxy && progress)
+        gw_proxy_client_drained(c); /* room again: the tunnel may send more */
     /* Everything written: an idle connection keeps no buffers. */
     free(c->out);
     c->out = NULL;
@@ -380,7 +454,7 @@ static int gw_conn_flush(struct gw_conn *c)
         gw_conn_linger(c, "gateway draining (SIGTERM)");
         return 1;
     }
-    if (c->state == GW_CS_WAIT)
+    if (c->state == GW_CS_WAIT || c->input_paused)
         gw_conn_watch(c, EV_TIMEOUT); /* nothing is read while the answer waits */
     else if (c->ev_what != EV_READ)
         gw_conn_watch(c, EV_READ);
@@ -489,7 +563,7 @@ static int gw_conn_read(struct gw_conn *c)
     struct gw_worker *w = c->w;
     int i;
     for (i = 0; i < GW_READ_BUDGET; i++) {
-        if (c->state == GW_CS_WAIT)
+        if (c->state == GW_CS_WAIT || c->input_paused)
             return gw_conn_flush(c);
         if (c->held) {
             /* Input parked behind a full output: write, then take up the parked bytes. */
@@ -508,7 +582,7 @@ static int gw_conn_read(struct gw_conn *c)
         if (n > 0) {
             GW_ADD(w->metrics.bytes_in, (uint64_t)n);
             gw_conn_process(c, w->scratch, (size_t)n, false);
-            if (c->state == GW_CS_WAIT)
+            if (c->state == GW_CS_WAIT || c->input_paused)
                 continue;
             /* A short read with nothing buffered means the socket is empty: skip the recv
              * that would only say EAGAIN (epoll is level-triggered and wakes us for more). */
@@ -638,7 +712,7 @@ static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg)
         if (what & EV_WRITE)
             gw_conn_flush(c);
         else
-            gw_conn_watch(c, EV_TIMEOUT);
+            gw_conn_watch(c, c->out_len > c->out_off ? EV_WRITE : EV_TIMEOUT);
         return;
     default:
         break;
@@ -646,7 +720,7 @@ static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg)
     if (what & EV_WRITE) {
         if (gw_conn_flush(c))
             return;
-        if (c->held || c->ev_what == EV_READ)
+        if (c->held || c->ev_what == EV_READ || (what & EV_READ))
             gw_conn_read(c);
         return;
     }
@@ -656,6 +730,14 @@ static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg)
             return;
     }
     gw_conn_read(c);
+}
+
+/* Request body bytes as the reader finds them: on to the tunnel, or dropped. */
+static void gw_conn_body_cb(void *ctx, const char *data, size_t len)
+{
+    struct gw_conn *c = ctx;
+    if (c->proxy)
+        gw_proxy_body(c, data, len);
 }
 
 void gw_conn_accept(struct gw_worker *w, int fd)
@@ -682,7 +764,7 @@ void gw_conn_accept(struct gw_worker *w, int fd)
         return;
     }
     SSL_set_accept_state(c->ssl);
-    httpreq_init(&c->req, &c->snap->limits, NULL, c);
+    httpreq_init(&c->req, &c->snap->limits, gw_conn_body_cb, c);
     c->started_ms = core_now_ms();
     c->deadline = c->started_ms + c->snap->cfg.handshake_timeout;
     c->state = GW_CS_HANDSHAKE;
@@ -717,15 +799,129 @@ void gw_conn_close_all(struct gw_worker *w)
         gw_conn_free(w->conns.head, "gateway stopping");
 }
 
-/* Answers a parked request now (the router decides with the data it has) and goes on with
- * the connection. May free c. */
+/* A parked request goes on: after an authentication wait the router decides its head again
+ * (with whatever the fetch brought; it does not park twice), after an upstream wait the
+ * answer is overdue. May free c. */
 static void gw_conn_resume(struct gw_conn *c)
 {
-    c->state = GW_CS_BODY;
+    uint8_t kind = c->wait_kind;
     c->wait_kind = GW_WAIT_NONE;
-    gw_router_handle(c); /* waited is set: it answers, it does not park again */
-    gw_conn_request_done(c);
+    if (kind == GW_WAIT_UPSTREAM) {
+        gw_proxy_timeout(c);
+        return;
+    }
+    c->state = GW_CS_BODY;
+    c->deadline = core_now_ms() + c->snap->cfg.body_timeout;
+    gw_router_head(c);
+    if (c->state == GW_CS_WAIT) /* only when an upstream answer is awaited */
+        return;
+    if (c->req_read && gw_conn_request_read(c)) {
+        gw_conn_watch(c, EV_TIMEOUT);
+        return;
+    }
     gw_conn_read(c);
+}
+
+/* ---- answers that come through a tunnel (proxy.c) ----
+ * These run inside the tunnel's callbacks: they only queue bytes and wake the connection's
+ * own event, which writes and goes on; the connection is never freed from here. */
+
+static void gw_conn_wake(struct gw_conn *c)
+{
+    event_active(&c->ev, EV_WRITE, 1);
+}
+
+size_t gw_conn_out_pending(const struct gw_conn *c)
+{
+    return c->out_len - c->out_off;
+}
+
+void gw_conn_pause_input(struct gw_conn *c, bool pause)
+{
+    if (c->input_paused == pause)
+        return;
+    c->input_paused = pause;
+    if (!pause) {
+        if (c->state == GW_CS_BODY)
+            c->deadline = core_now_ms() + c->snap->cfg.body_timeout;
+        event_active(&c->ev, EV_READ, 1);
+    }
+}
+
+void gw_conn_proxy_head(struct gw_conn *c, int status, const char *reason, const char *headers,
+                        size_t len, bool has_length, bool end_stream)
+{
+    bool bodyless = c->req.method == HTTPREQ_M_HEAD || status == 204 || status == 304;
+    bool keep = gw_conn_keep_alive(c, status);
+    const char *framing = "";
+    if (!bodyless && !has_length) {
+        if (end_stream)
+            framing = "content-length: 0\r\n";
+        else if (httpreq_version_minor(&c->req) >= 1) {
+            framing = "transfer-encoding: chunked\r\n";
+            c->resp_chunked = true;
+        } else {
+            keep = false; /* an HTTP/1.0 client reads to the end of the connection */
+        }
+    }
+    char line[160];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status,
+                     reason && *reason ? reason : gw_reason(status));
+    gw_conn_out_append(c, line, (size_t)n);
+    gw_conn_out_append(c, headers, len);
+    const char *conn = keep ? (httpreq_version_minor(&c->req) == 0 ? "connection: keep-alive\r\n"
+                                                                   : "")
+                            : "connection: close\r\n";
+    gw_conn_out_append(c, framing, strlen(framing));
+    gw_conn_out_append(c, conn, strlen(conn));
+    gw_conn_out_append(c, "\r\n", 2);
+    c->req_out = (uint64_t)n + len + strlen(framing) + strlen(conn) + 2;
+    c->resp_status = (uint16_t)status;
+    c->close_when_done = !keep;
+    gw_conn_wake(c);
+}
+
+void gw_conn_proxy_data(struct gw_conn *c, const char *data, size_t len)
+{
+    if (c->req.method == HTTPREQ_M_HEAD || !len)
+        return;
+    if (c->resp_chunked) {
+        char size[24];
+        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+        gw_conn_out_append(c, size, (size_t)n);
+        gw_conn_out_append(c, data, len);
+        gw_conn_out_append(c, "\r\n", 2);
+    } else {
+        gw_conn_out_append(c, data, len);
+    }
+    c->req_out += len;
+    gw_conn_wake(c);
+}
+
+/* The tunnel's part is over: the answer is whole (ok) or broke off. */
+static void gw_conn_proxy_finish(struct gw_conn *c)
+{
+    if (c->state == GW_CS_WAIT && c->wait_kind == GW_WAIT_UPSTREAM)
+        gw_conn_request_done(c); /* the request was read: on to the next one */
+    /* else the body is still coming in; gw_conn_request_read ends the request */
+    gw_conn_wake(c);
+}
+
+void gw_conn_proxy_end(struct gw_conn *c, bool ok)
+{
+    if (ok && c->resp_chunked && c->req.method != HTTPREQ_M_HEAD)
+        gw_conn_out_append(c, "0\r\n\r\n", 5);
+    if (!ok || c->close_when_done)
+        c->close_after = true; /* a cut answer must not look whole: close the connection */
+    gw_conn_log_request(c, ok ? c->resp_status : 502);
+    gw_conn_proxy_finish(c);
+}
+
+void gw_conn_proxy_answer(struct gw_conn *c, int status, const char *reason, const char *body,
+                          size_t len, const char *extra)
+{
+    gw_conn_respond(c, status, reason, "text/plain; charset=utf-8", body, len, extra);
+    gw_conn_proxy_finish(c);
 }
 
 /* True when one of the CRLs that just changed revokes this connection's certificate (or one

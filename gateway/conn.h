@@ -17,7 +17,7 @@ enum gw_conn_state {
 };
 
 /* What a parked request waits for. */
-enum gw_wait_kind { GW_WAIT_NONE = 0, GW_WAIT_CRL, GW_WAIT_KEYS };
+enum gw_wait_kind { GW_WAIT_NONE = 0, GW_WAIT_CRL, GW_WAIT_KEYS, GW_WAIT_UPSTREAM };
 
 struct gw_conn {
     struct gw_conn *prev, *next; /* worker's list */
@@ -37,6 +37,13 @@ struct gw_conn {
     uint8_t wait_kind;    /* enum gw_wait_kind while state is GW_CS_WAIT */
     bool waited;          /* the current request has waited once: it is not parked again */
     bool crls_known;      /* every CRL its certificate chain names has been tried */
+    bool answered;        /* the current request was answered at its head (error) */
+    bool req_read;        /* the current request has been read to its end */
+    bool input_paused;    /* the tunnel takes the body slower than the client sends it */
+    bool resp_chunked;    /* the proxied answer is re-framed chunked */
+    bool close_when_done; /* close once the proxied answer is out */
+    uint16_t resp_status;
+    struct gw_proxy *proxy; /* owned: the request in flight on a tunnel */
     int64_t wait_mark;    /* GW_WAIT_KEYS: the forced-refresh time seen when parking */
     uint32_t nrequests;
     uint64_t deadline;      /* monotonic ms; what happens then depends on state */
@@ -66,6 +73,22 @@ void gw_conn_respond(struct gw_conn *c, int status, const char *reason, const ch
  * connection's deadline (auth.auth_wait) passes. */
 void gw_conn_park(struct gw_conn *c, enum gw_wait_kind kind);
 
+/* For proxy.c: answers arriving through a tunnel. */
+size_t gw_conn_out_pending(const struct gw_conn *c);
+void gw_conn_pause_input(struct gw_conn *c, bool pause);
+void gw_conn_proxy_head(struct gw_conn *c, int status, const char *reason, const char *headers,
+                        size_t len, bool has_length, bool end_stream);
+void gw_conn_proxy_data(struct gw_conn *c, const char *data, size_t len);
+void gw_conn_proxy_end(struct gw_conn *c, bool ok);
+void gw_conn_proxy_answer(struct gw_conn *c, int status, const char *reason, const char *body,
+                          size_t len, const char *extra);
+/* proxy.c: the request's stream is over (answered or failed); frees its state. */
+void gw_proxy_release(struct gw_conn *c);
+bool gw_proxy_done(const struct gw_conn *c);
+
+/* router.c: decides a request from its head: on role paths authentication, then the tunnel
+ * stream (or an answer: 401, 403, 404, 503). Other paths are left to gw_router_handle. */
+void gw_router_head(struct gw_conn *c);
 /* router.c: answers the current request (its head and body have been read), or parks it. */
 void gw_router_handle(struct gw_conn *c);
 /* router.c: true when what a parked request waits for has happened (its CRLs were tried, or

@@ -16,6 +16,7 @@
 #include "httpreq.h"
 #include "jwt.h"
 #include "tls.h"
+#include "tunnel.h"
 
 /* ---- counters ----
  * Each worker writes only its own counters, with plain loads and stores (no lock prefix); the
@@ -57,6 +58,15 @@ struct gw_metrics {
     uint64_t token_ok[3];                       /* accepted tokens: site, bulk, entra */
     uint64_t auth_waits[2];                     /* requests that waited: CRL, keys */
     uint64_t revoked_closed; /* connections closed because a new CRL revoked their cert */
+    uint64_t tunnels_open;
+    uint64_t tunnels_total;    /* tunnels whose hello succeeded */
+    uint64_t tunnels_refused;  /* TLS, certificate or hello failures */
+    uint64_t tunnels_lost;     /* closed by ping timeout, reset or error */
+    uint64_t proxied;          /* requests sent on a tunnel */
+    uint64_t proxy_retries;    /* re-sent on another tunnel after one died */
+    uint64_t proxy_failed;     /* answered 502/504 by the gateway */
+    uint64_t no_tunnel;        /* answered 503: role known, no live tunnel here */
+    uint64_t unknown_role;     /* answered 404: no connector serves the role id */
     uint64_t token_fail[AUTH_TOKEN_ERROR_N];    /* refused bearer tokens by cause */
 };
 
@@ -70,6 +80,8 @@ struct gw_snapshot {
     struct gw_config cfg;                  /* owned */
     SSL_CTX *ssl_ctx;                      /* owned reference */
     struct tls_client_trust *client_trust; /* owned; NULL when no trusted_certs */
+    SSL_CTX *tunnel_ssl_ctx;               /* owned; NULL when tunnels cannot be accepted */
+    struct tls_client_trust *tunnel_trust; /* owned; the connector trust list */
     struct auth_site_keys site_keys;       /* owned keys of the site's token signers */
     char **bulk_blocked;                   /* owned, lower-case ids */
     size_t nbulk_blocked;
@@ -126,8 +138,54 @@ void gw_refresher_force_keys(struct gw_server *s);
 /* Prometheus text of the CRL and key sources (malloc'd, may be NULL). */
 char *gw_refresher_metrics(struct gw_server *s);
 
-/* ---- workers ---- */
+/* ---- tunnels (tunnel.c) ---- */
+#define GW_TUNNEL_LOST 0x10000 /* stream "error code" when its whole tunnel went away */
 struct gw_conn;
+struct gw_tunnel;
+struct gw_proxy;
+struct gw_worker;
+
+/* Main thread: starts listening for connection points (tunnel.listen). */
+int gw_tunnel_listen_start(struct gw_server *s, char *err, size_t errlen);
+void gw_tunnel_listen_stop(struct gw_server *s);
+/* Worker: takes over an accepted tunnel socket (TLS handshake, HTTP/2, hello). */
+void gw_tunnel_accept(struct gw_worker *w, int fd);
+void gw_tunnel_close_all(struct gw_worker *w, bool graceful);
+/* A live tunnel of this worker that serves role_id (round robin), NULL if none. */
+struct gw_tunnel *gw_tunnel_pick(struct gw_worker *w, uint64_t role_id, const struct gw_tunnel *not);
+/* True when some connector (on any worker) has said it serves role_id. */
+bool gw_role_known(struct gw_server *s, uint64_t role_id);
+
+/* ---- proxying one request on a tunnel (proxy.c) ---- */
+/* Starts the request of c (its head has been read and authenticated) as a stream. The body,
+ * if any, follows with gw_proxy_body / gw_proxy_body_end. Answers the client itself (404, 503)
+ * when no tunnel can take it. */
+void gw_proxy_start(struct gw_conn *c, uint64_t role_id, const char *path, size_t path_len,
+                    const struct auth_identity *id);
+void gw_proxy_body(struct gw_conn *c, const char *data, size_t len);
+void gw_proxy_body_end(struct gw_conn *c);
+/* The client's output drained: let the tunnel send more of the response. */
+void gw_proxy_client_drained(struct gw_conn *c);
+/* The client connection goes away: reset the stream. */
+void gw_proxy_abort(struct gw_conn *c);
+/* The response deadline passed. */
+void gw_proxy_timeout(struct gw_conn *c);
+/* tunnel.c → proxy.c: stream events. */
+void gw_proxy_on_head(struct gw_proxy *p, int status, const char *reason, const char *headers,
+                      size_t len, bool has_length, bool end_stream);
+void gw_proxy_on_data(struct gw_proxy *p, const uint8_t *data, size_t len);
+void gw_proxy_on_close(struct gw_proxy *p, uint32_t error_code, bool complete);
+/* proxy.c → tunnel.c */
+int gw_tunnel_submit(struct gw_tunnel *t, struct gw_proxy *p, const void *nva, size_t nnv,
+                     bool has_body);
+void gw_tunnel_resume_body(struct gw_tunnel *t, int32_t stream_id);
+void gw_tunnel_consume(struct gw_tunnel *t, int32_t stream_id, size_t n);
+void gw_tunnel_reset(struct gw_tunnel *t, int32_t stream_id);
+void gw_tunnel_flush(struct gw_tunnel *t);
+/* proxy.c: the data provider reads request body bytes for a stream. */
+ssize_t gw_proxy_read_body(struct gw_proxy *p, uint8_t *buf, size_t len, bool *eof);
+
+/* ---- workers ---- */
 
 struct gw_conn_list {
     struct gw_conn *head;
@@ -152,6 +210,9 @@ struct gw_worker {
     bool accepting;
     bool draining;
     struct gw_conn_list conns;
+    struct gw_tunnel *tunnels; /* owned list */
+    atomic_uint ntunnels;      /* live tunnels, read by the main thread to balance */
+    unsigned rr;               /* round-robin position for tunnel choice */
     unsigned max_conns;
     uint64_t next_conn_id;
     struct gw_metrics metrics;
@@ -163,7 +224,7 @@ struct gw_worker {
 
 #define GW_SCRATCH (16 * 1024 + 512)
 
-enum gw_msg_type { GW_MSG_SNAPSHOT = 1, GW_MSG_DRAIN, GW_MSG_STOP, GW_MSG_DYN };
+enum gw_msg_type { GW_MSG_SNAPSHOT = 1, GW_MSG_DRAIN, GW_MSG_STOP, GW_MSG_DYN, GW_MSG_TUNNEL };
 
 struct gw_server {
     const char *config_path;
@@ -182,6 +243,11 @@ struct gw_server {
                                                    that reloads keep tickets valid */
     struct evhttp *admin;                       /* owned */
     struct gw_dyn *dyn;                         /* newest, ref, under snap_lock */
+    struct event *tunnel_listener;              /* owned; main thread */
+    int tunnel_fd;
+    pthread_mutex_t roles_lock; /* guards the role ids connectors have announced */
+    uint64_t *roles;
+    size_t nroles;
     struct gw_refresher *refresher;             /* owned */
 };
 

@@ -63,6 +63,22 @@ static const struct config_key gw_own_keys[] = {
     {"http", "max_pipeline_bytes", CONFIG_SIZE, OFF(max_pipeline_bytes), "64k", 4096, 16777216,
      NULL, false},
 
+    {"tunnel", "enabled", CONFIG_BOOL, OFF(tunnel_enabled), "true", 0, 0, NULL, true},
+    {"tunnel", "listen", CONFIG_STRING, OFF(tunnel_listen), NULL, 0, 0, NULL, true},
+    {"tunnel", "trusted_certs", CONFIG_STRING, OFF(tunnel_trusted_certs), NULL, 0, 0, NULL,
+     false},
+    {"tunnel", "crl_files", CONFIG_STRING, OFF(tunnel_crl_files), NULL, 0, 0, NULL, false},
+    {"tunnel", "verify_revocation", CONFIG_BOOL, OFF(tunnel_verify_revocation), "true", 0, 0,
+     NULL, false},
+    {"tunnel", "tunnels_per_worker", CONFIG_UINT, OFF(tunnels_per_worker), "1", 1, 16, NULL,
+     false},
+    {"tunnel", "ping_interval", CONFIG_DURATION, OFF(tunnel_ping_interval), "10s", 100, 600000,
+     NULL, false},
+    {"tunnel", "ping_timeout", CONFIG_DURATION, OFF(tunnel_ping_timeout), "20s", 100, 600000,
+     NULL, false},
+    {"tunnel", "response_timeout", CONFIG_DURATION, OFF(tunnel_response_timeout), "15m", 1000,
+     86400000, NULL, false},
+
     {"admin", "enabled", CONFIG_BOOL, OFF(admin_enabled), "true", 0, 0, NULL, true},
     {"admin", "listen", CONFIG_STRING, OFF(admin_listen), "127.0.0.1:9180", 0, 0, NULL, true},
 
@@ -167,6 +183,7 @@ static void gw_config_validate(struct gw_config *c, struct config_report *r)
     /* Relative paths in the file are relative to the file's folder, so a config works from
      * anywhere. */
     char *dir = core_dirname(c->config_path);
+    char *dir_again = strdup(dir);
     core_path_resolve(&c->pfx_file, dir);
     core_path_resolve(&c->pfx_password_file, dir);
     core_path_resolve(&c->cert_file, dir);
@@ -202,6 +219,17 @@ static void gw_config_validate(struct gw_config *c, struct config_report *r)
         gw_check_readable(r, "tls", "ticket_key_file", c->ticket_key_file);
 
     gw_check_addrs(r, "gateway", "listen", c->listen);
+    core_path_resolve_list(&c->tunnel_trusted_certs, dir_again);
+    core_path_resolve_list(&c->tunnel_crl_files, dir_again);
+    free(dir_again);
+    if (!gw_set(c->tunnel_listen)) {
+        char addr[64];
+        snprintf(addr, sizeof(addr), "0.0.0.0:%llu", 10124ULL + c->instance_id);
+        free(c->tunnel_listen);
+        c->tunnel_listen = strdup(addr);
+    }
+    if (c->tunnel_enabled)
+        gw_check_addrs(r, "tunnel", "listen", c->tunnel_listen);
     if (c->admin_enabled)
         gw_check_addrs(r, "admin", "listen", c->admin_listen);
     if (c->service_name && strlen(c->service_name) > 253)

@@ -49,6 +49,16 @@ struct gw_config {
     uint64_t max_pipeline_bytes;
     /* [auth] (schema owned by the auth module) */
     struct auth_settings auth;
+    /* [tunnel] */
+    bool tunnel_enabled;
+    char *tunnel_listen; /* default 0.0.0.0:<10124 + instance_id> */
+    char *tunnel_trusted_certs;
+    char *tunnel_crl_files;
+    bool tunnel_verify_revocation;
+    uint64_t tunnels_per_worker;
+    uint64_t tunnel_ping_interval;
+    uint64_t tunnel_ping_timeout;
+    uint64_t tunnel_response_timeout;
     /* [admin] */
     bool admin_enabled;
     char *admin_listen;

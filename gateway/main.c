@@ -232,6 +232,8 @@ int main(int argc, char **argv)
     memset(&s, 0, sizeof(s));
     s.config_path = config;
     pthread_mutex_init(&s.snap_lock, NULL);
+    pthread_mutex_init(&s.roles_lock, NULL);
+    s.tunnel_fd = -1;
     s.start_wall_ms = core_wall_ms();
     struct config_report r;
     /* Ticket keys for when no shared key file is configured: made once, so that a reload
@@ -302,6 +304,11 @@ int main(int argc, char **argv)
         LOG_ERROR("cannot start the refresher thread");
         goto out;
     }
+    if (gw_tunnel_listen_start(&s, err, sizeof(err)) != 0) {
+        LOG_ERROR("tunnel.listen: %s", err);
+        fprintf(stderr, "cmg-gateway: %s:tunnel.listen: %s\n", config, err);
+        goto out;
+    }
 
     struct gw_drain drain = {.s = &s};
     drain.timer = event_new(s.base, -1, EV_PERSIST, gw_drain_tick_cb, &drain);
@@ -339,8 +346,10 @@ out:
         gw_snapshot_unref(s.workers[i].snap);
         gw_dyn_unref(s.workers[i].dyn);
     }
+    gw_tunnel_listen_stop(&s);
     gw_refresher_stop(&s);
     gw_admin_stop(&s);
+    free(s.roles);
     free(s.workers);
     if (rc == 0)
         LOG_INFO("cmg-gateway stopped");

@@ -85,18 +85,6 @@ static void gw_plain(struct gw_conn *c, int status, const char *reason, const ch
     gw_conn_respond(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n, extra);
 }
 
-/* An authenticated request for a role id that no connection point serves (yet): the client
- * should come back, so 503 with Retry-After rather than 404. */
-static void gw_no_connection_point(struct gw_conn *c, const struct auth_route *route)
-{
-    char body[160];
-    int n = snprintf(body, sizeof(body),
-                     "503 no connection point serves role id %llu on this instance\n",
-                     (unsigned long long)route->role_id);
-    gw_conn_respond(c, 503, "Service Unavailable", "text/plain; charset=utf-8", body, (size_t)n,
-                    "Retry-After: 30\r\n");
-}
-
 static void gw_log_identity(struct gw_conn *c, const struct auth_route *route,
                             const struct auth_identity *id)
 {
@@ -124,6 +112,8 @@ static size_t gw_cert_crl_urls(struct gw_conn *c, char (*urls)[TLS_URL_MAX], siz
 bool gw_router_wait_over(struct gw_conn *c)
 {
     const struct gw_dyn *d = c->w->dyn;
+    if (c->wait_kind == GW_WAIT_UPSTREAM)
+        return false; /* the answer comes from the tunnel, or the deadline */
     if (c->wait_kind == GW_WAIT_KEYS)
         return d && d->entra && d->entra->forced_at != c->wait_mark;
     char urls[16][TLS_URL_MAX];
@@ -171,7 +161,7 @@ static void gw_mutual_auth(struct gw_conn *c, const struct auth_route *route)
         struct auth_identity id;
         auth_identity_from_cert(&id, SSL_get0_peer_certificate(c->ssl));
         gw_log_identity(c, route, &id);
-        gw_no_connection_point(c, route);
+        gw_proxy_start(c, route->role_id, route->rest, route->rest_len, &id);
         return;
     }
     if (!detail)
@@ -281,7 +271,7 @@ static void gw_bearer_auth(struct gw_conn *c, const struct auth_route *route)
         if (sid.kind == AUTH_SITE_DEVICE)
             snprintf(id.device_id, sizeof(id.device_id), "%s", sid.unique_id);
         gw_log_identity(c, route, &id);
-        gw_no_connection_point(c, route);
+        gw_proxy_start(c, route->role_id, route->rest, route->rest_len, &id);
         return;
     }
     if (e == AUTH_TOKEN_UNKNOWN_KID && snap->nentra_tenants) {
@@ -291,7 +281,7 @@ static void gw_bearer_auth(struct gw_conn *c, const struct auth_route *route)
         if (e == AUTH_TOKEN_OK) {
             GW_INC(c->w->metrics.token_ok[2]);
             gw_log_identity(c, route, &id);
-            gw_no_connection_point(c, route);
+            gw_proxy_start(c, route->role_id, route->rest, route->rest_len, &id);
             return;
         }
     }
@@ -368,6 +358,33 @@ static void gw_aad_auth_info(struct gw_conn *c, const char *query, size_t qlen)
     free(body);
 }
 
+void gw_router_head(struct gw_conn *c)
+{
+    size_t ulen;
+    const char *url = httpreq_url(&c->req, &ulen);
+    const char *q = memchr(url, '?', ulen);
+    size_t plen = q ? (size_t)(q - url) : ulen;
+    if (plen == 0 || url[0] != '/' || !gw_router_method_allowed(c->req.method))
+        return;
+    struct auth_route route;
+    if (auth_route_classify(url, plen, &route) != AUTH_ROUTE_ROLE)
+        return; /* answered once the whole request is read */
+    /* Identity headers are the gateway's alone: whatever a client sent of them goes before
+     * anything else looks at the request. */
+    if (!c->waited) {
+        unsigned n = httpreq_remove_headers(&c->req, auth_is_identity_header);
+        if (n)
+            LOG_WARN("c%u.%llu removed %u %s* header(s) the client sent", c->w->id,
+                     (unsigned long long)c->id, n, AUTH_IDENTITY_PREFIX);
+    }
+    if (route.scheme == AUTH_SCHEME_MUTUAL)
+        gw_mutual_auth(c, &route);
+    else
+        gw_bearer_auth(c, &route);
+    if (c->state != GW_CS_WAIT && !c->proxy)
+        c->answered = true; /* refused: the body, if any, is read and dropped */
+}
+
 void gw_router_handle(struct gw_conn *c)
 {
     static const char allow[] = "Allow: GET, HEAD, POST, PUT, CCM_POST, BITS_POST, PROPFIND\r\n";
@@ -393,19 +410,8 @@ void gw_router_handle(struct gw_conn *c)
             gw_plain(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n");
         return;
     case AUTH_ROUTE_ROLE:
-        /* Identity headers are the gateway's alone: whatever a client sent of them goes
-         * before anything else looks at the request. */
-        if (!c->waited) {
-            unsigned n = httpreq_remove_headers(&c->req, auth_is_identity_header);
-            if (n)
-                LOG_WARN("c%u.%llu removed %u %s* header(s) the client sent", c->w->id,
-                         (unsigned long long)c->id, n, AUTH_IDENTITY_PREFIX);
-        }
-        if (route.scheme == AUTH_SCHEME_MUTUAL) {
-            gw_mutual_auth(c, &route);
-            return;
-        }
-        gw_bearer_auth(c, &route);
+        /* decided at the head (gw_router_head); only a method outside the list comes here */
+        gw_plain(c, 405, "Method Not Allowed", allow);
         return;
     case AUTH_ROUTE_AAD_AUTH_INFO:
         gw_aad_auth_info(c, q ? q + 1 : NULL, q ? ulen - plen - 1 : 0);

@@ -196,6 +196,54 @@ static SSL_CTX *gw_snapshot_tls(struct gw_snapshot *s, const struct tls_ticket_k
     return ctx;
 }
 
+/* The tunnel listener's context: connection points only (ALPN cmg-tunnel/1), their
+ * certificates judged against the connector trust list. */
+static int gw_snapshot_tunnel(struct gw_snapshot *s, struct config_report *r)
+{
+    struct gw_config *c = &s->cfg;
+    if (!c->tunnel_enabled || !c->tunnel_trusted_certs || !*c->tunnel_trusted_certs)
+        return 0;
+    const char *certs[64], *crls[64];
+    char *cc, *cl, err[512];
+    struct tls_client_trust_opts o = {
+        .cert_files = certs,
+        .ncert = core_split_list(c->tunnel_trusted_certs, &cc, certs, 64),
+        .crl_files = crls,
+        .ncrl = core_split_list(c->tunnel_crl_files, &cl, crls, 64),
+        .check_revocation = c->tunnel_verify_revocation,
+        .crl_grace = (int64_t)(c->auth.crl_grace / 1000),
+    };
+    s->tunnel_trust = tls_client_trust_new(&o, err, sizeof(err));
+    free(cc);
+    free(cl);
+    if (!s->tunnel_trust) {
+        config_report_error(r, gw_config_schema,
+                            gw_key("tunnel", strstr(err, "CRL") ? "crl_files" : "trusted_certs"),
+                            "%s", err);
+        return -1;
+    }
+    struct tls_server_opts o2 = {
+        .pfx_file = c->pfx_file,
+        .pfx_password = c->pfx_password_resolved,
+        .cert_file = c->cert_file,
+        .key_file = c->key_file,
+        .enforce_tls12 = true,
+        .tls12_ciphers = c->tls12_ciphers,
+        .tls13_ciphersuites = c->tls13_ciphersuites,
+        .groups = c->groups,
+        .session_tickets = false,
+        .session_timeout = 300,
+        .alpn = "cmg-tunnel/1",
+        .client_trust = s->tunnel_trust,
+    };
+    s->tunnel_ssl_ctx = tls_server_ctx_new(&o2, err, sizeof(err));
+    if (!s->tunnel_ssl_ctx) {
+        config_report_error(r, gw_config_schema, gw_key("tunnel", "trusted_certs"), "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
 struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
                                       const struct tls_ticket_keys *fallback_keys,
                                       struct config_report *report)
@@ -211,7 +259,7 @@ struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
         gw_snapshot_entra(s, report) != 0)
         goto fail;
     s->ssl_ctx = gw_snapshot_tls(s, fallback_keys, report);
-    if (!s->ssl_ctx)
+    if (!s->ssl_ctx || gw_snapshot_tunnel(s, report) != 0)
         goto fail;
     s->limits.max_header_bytes = s->cfg.max_header_bytes;
     s->limits.max_headers = (unsigned)s->cfg.max_headers;
@@ -239,6 +287,9 @@ void gw_snapshot_unref(struct gw_snapshot *s)
     if (s->ssl_ctx)
         SSL_CTX_free(s->ssl_ctx);
     tls_client_trust_free(s->client_trust); /* after the context that borrowed it */
+    if (s->tunnel_ssl_ctx)
+        SSL_CTX_free(s->tunnel_ssl_ctx);
+    tls_client_trust_free(s->tunnel_trust);
     auth_site_keys_clear(&s->site_keys);
     for (size_t i = 0; i < s->nbulk_blocked; i++)
         free(s->bulk_blocked[i]);

@@ -205,9 +205,16 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
         gw_dyn_unref(old);
         break;
     }
+    case GW_MSG_TUNNEL: {
+        int *fd = msg->arg;
+        gw_tunnel_accept(w, *fd);
+        free(fd);
+        break;
+    }
     case GW_MSG_STOP:
         gw_worker_stop_accepting(w);
         gw_conn_close_all(w);
+        gw_tunnel_close_all(w, false);
         event_base_loopbreak(w->base);
         break;
     }
