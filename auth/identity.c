@@ -18,8 +18,17 @@ const char *auth_method_name(enum auth_method m)
 
 bool auth_is_identity_header(const char *name, size_t len)
 {
-    return len >= sizeof(AUTH_IDENTITY_PREFIX) - 1 &&
-           strncasecmp(name, AUTH_IDENTITY_PREFIX, sizeof(AUTH_IDENTITY_PREFIX) - 1) == 0;
+    /* "X_CMG_..." too: servers that map headers to variables (HTTP_X_CMG_...) make '_' and
+     * '-' the same */
+    static const char prefix[] = AUTH_IDENTITY_PREFIX;
+    if (len < sizeof(prefix) - 1)
+        return false;
+    for (size_t i = 0; i < sizeof(prefix) - 1; i++) {
+        char a = name[i] == '_' ? '-' : name[i], b = prefix[i];
+        if ((a | 0x20) != (b | 0x20) || (a == '-') != (b == '-'))
+            return false;
+    }
+    return true;
 }
 
 /* Copies s into out with anything that could end or bend a header line replaced by '?'. */

@@ -78,8 +78,10 @@ void auth_entra_source_configure(struct auth_entra_source *s, const char *author
 bool auth_entra_source_force(struct auth_entra_source *s, int64_t now);
 int64_t auth_entra_source_forced_at(struct auth_entra_source *s);
 int64_t auth_entra_source_next_due(struct auth_entra_source *s);
-/* Fetches every tenant due at `now` (blocking). True when keys or issuers changed. */
-bool auth_entra_source_refresh(struct auth_entra_source *s, int64_t now);
+/* Fetches every tenant due at `now` (blocking), stopping early once *stop (may be NULL) is
+ * set. True when keys or issuers changed. */
+bool auth_entra_source_refresh(struct auth_entra_source *s, int64_t now,
+                               const volatile bool *stop);
 /* An immutable copy of what is held (free with auth_entra_keys_free). */
 struct auth_entra_keys *auth_entra_source_keys(struct auth_entra_source *s);
 void auth_entra_keys_free(struct auth_entra_keys *k);

@@ -141,11 +141,18 @@ static char *auth_read_file(const char *path, size_t *len)
 
 static void auth_write_file(const char *path, const char *data, size_t len)
 {
-    char tmp[PATH_MAX + 8];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
+    char tmp[PATH_MAX + 16];
+    snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path); /* cmgctl may write the same cache */
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        LOG_WARN("cannot write the key cache file %s", path);
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
         return;
+    }
     bool ok = fwrite(data, 1, len, f) == len;
     if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
         unlink(tmp);
@@ -168,9 +175,11 @@ static void auth_entra_load_cached(struct auth_entra_source *s, struct auth_entr
     free(text);
     json_t *jwks = json_object_get(root, "jwks");
     char *jtext = jwks ? json_dumps(jwks, JSON_COMPACT) : NULL;
-    char err[200];
+    char err[200] = "no key set in it";
     struct auth_jwks *set = jtext ? auth_jwks_parse(jtext, strlen(jtext), err, sizeof(err)) : NULL;
     free(jtext);
+    if (!set)
+        LOG_WARN("Entra key cache %s ignored: %s", path, err);
     if (set) {
         t->jwks = set;
         t->fetched_at = (int64_t)json_integer_value(json_object_get(root, "fetched"));
@@ -232,13 +241,15 @@ void auth_entra_source_configure(struct auth_entra_source *s, const char *author
                                  const struct auth_entra_tenant *tenants, size_t ntenants,
                                  const struct auth_entra_source_policy *policy)
 {
+    char norm[sizeof(s->authority)];
+    snprintf(norm, sizeof(norm), "%s", authority);
+    size_t alen = strlen(norm);
+    while (alen && norm[alen - 1] == '/')
+        norm[--alen] = '\0';
     pthread_mutex_lock(&s->lock);
     /* a different authority (not the first configuration) makes every key suspect */
-    bool same_authority = !s->authority[0] || strcmp(s->authority, authority) == 0;
-    snprintf(s->authority, sizeof(s->authority), "%s", authority);
-    size_t alen = strlen(s->authority);
-    while (alen && s->authority[alen - 1] == '/')
-        s->authority[--alen] = '\0';
+    bool same_authority = !s->authority[0] || strcmp(s->authority, norm) == 0;
+    snprintf(s->authority, sizeof(s->authority), "%s", norm);
     s->policy = *policy;
     struct auth_entra_tenant_state *nt = calloc(ntenants ? ntenants : 1, sizeof(*nt));
     for (size_t i = 0; nt && i < ntenants; i++) {
@@ -407,10 +418,11 @@ static bool auth_jwks_same(const struct auth_jwks *a, const struct auth_jwks *b)
     return true;
 }
 
-bool auth_entra_source_refresh(struct auth_entra_source *s, int64_t now)
+bool auth_entra_source_refresh(struct auth_entra_source *s, int64_t now,
+                               const volatile bool *stop)
 {
     bool changed = false;
-    for (size_t i = 0;; i++) {
+    for (size_t i = 0; !(stop && *stop); i++) {
         pthread_mutex_lock(&s->lock);
         if (i >= s->n) {
             s->force_pending = false;

@@ -100,10 +100,17 @@ int core_fetch(const char *url, const struct core_fetch_opts *o, struct core_fet
         hdrs = curl_slist_append(hdrs, o->accept);
     char ua[64];
     snprintf(ua, sizeof(ua), "cmg-gateway/%s", CMG_VERSION);
-    curl_easy_setopt(h, CURLOPT_URL, url);
+    bool https = strncasecmp(url, "https://", 8) == 0;
+    /* http and https only; an https source is never redirected to plain http */
+    if (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, https ? "https" : "http,https") !=
+            CURLE_OK) {
+        snprintf(r->error, sizeof(r->error), "this libcurl cannot restrict protocols");
+        curl_easy_cleanup(h);
+        return -1;
+    }
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(h, CURLOPT_MAXREDIRS, 3L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(o->timeout_ms ? o->timeout_ms : 10000));

@@ -406,7 +406,7 @@ static int cmd_cert_verify(int argc, char **argv)
             tls_crl_cache_want(cache, urls[i]);
         if (cache) {
             /* what the cache holds is used; what it lacks or is due is fetched now */
-            tls_crl_cache_refresh(cache, (int64_t)time(NULL));
+            tls_crl_cache_refresh(cache, (int64_t)time(NULL), NULL);
             fetched = tls_crl_cache_crls(cache);
             char line[TLS_URL_MAX + 300];
             size_t n = tls_crl_cache_describe(cache, 0, line, sizeof line);
@@ -602,7 +602,7 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
     const char *authority = auth_entra_authority(st->entra_cloud, st->entra_authority);
     auth_entra_source_configure(src, authority, tenants, nt, &sp);
     int64_t now = (int64_t)time(NULL);
-    auth_entra_source_refresh(src, now);
+    auth_entra_source_refresh(src, now, NULL);
     struct auth_entra_keys *k = auth_entra_source_keys(src);
     const char *aud[2];
     size_t na = 0;

@@ -477,6 +477,7 @@ static void gw_conn_count_handshake(struct gw_conn *c)
     const char *detail = NULL;
     c->cert_verdict = (uint8_t)tls_client_verdict_of(
         c->ssl, c->snap->client_trust, c->w->dyn ? c->w->dyn->crls : NULL, false, &detail);
+    c->verdict_gen = c->w->auth_gen;
     if (c->snap->cfg.log_connections) {
         char peer[64], cert[300] = "";
         if (c->cert_verdict != TLS_CLIENT_NONE)
@@ -924,29 +925,37 @@ void gw_conn_proxy_answer(struct gw_conn *c, int status, const char *reason, con
     gw_conn_proxy_finish(c);
 }
 
-/* True when one of the CRLs that just changed revokes this connection's certificate (or one
- * the client sent with it). Cheap: a lookup per changed CRL, no chain building. */
+/* True when one of the CRLs that just changed revokes this connection's certificate. Cheap:
+ * one lookup per changed CRL, no chain building. */
 static bool gw_conn_cert_revoked(struct gw_conn *c, STACK_OF(X509_CRL) * changed)
 {
     X509 *peer = SSL_get0_peer_certificate(c->ssl);
     if (!peer)
         return false;
-    STACK_OF(X509) *sent = SSL_get_peer_cert_chain(c->ssl);
-    for (int i = 0; i < sk_X509_CRL_num(changed); i++) {
-        X509_CRL *crl = sk_X509_CRL_value(changed, i);
-        if (tls_crl_revokes(crl, peer))
+    for (int i = 0; i < sk_X509_CRL_num(changed); i++)
+        if (tls_crl_revokes(sk_X509_CRL_value(changed, i), peer))
             return true;
-        for (int j = 0; sent && j < sk_X509_num(sent); j++)
-            if (sk_X509_value(sent, j) != peer && tls_crl_revokes(crl, sk_X509_value(sent, j)))
+    return false;
+}
+
+/* True when a changed CRL revokes one of the configured CAs: every chain must be judged. */
+static bool gw_ca_revoked(const struct tls_client_trust *t, STACK_OF(X509_CRL) * changed)
+{
+    const STACK_OF(X509) *cas = tls_client_trust_cas(t);
+    for (int i = 0; i < sk_X509_CRL_num(changed); i++)
+        for (int k = 0; k < sk_X509_num(cas); k++)
+            if (tls_crl_revokes(sk_X509_CRL_value(changed, i), sk_X509_value(cas, k)))
                 return true;
-    }
     return false;
 }
 
 void gw_conn_dyn_changed(struct gw_worker *w)
 {
     STACK_OF(X509_CRL) *changed = w->dyn ? w->dyn->changed : NULL;
-    bool check = changed && sk_X509_CRL_num(changed) > 0;
+    const struct tls_client_trust *trust = w->snap->client_trust;
+    bool check = changed && sk_X509_CRL_num(changed) > 0 && trust &&
+                 tls_client_trust_checks_revocation(trust);
+    bool full = check && gw_ca_revoked(trust, changed);
     struct gw_conn *c = w->conns.head;
     while (c) {
         struct gw_conn *next = c->next;
@@ -955,8 +964,9 @@ void gw_conn_dyn_changed(struct gw_worker *w)
                 gw_conn_resume(c);
         } else if (check && c->ssl && c->cert_verdict == TLS_CLIENT_OK &&
                    c->state != GW_CS_HANDSHAKE && c->state != GW_CS_LINGER &&
-                   c->snap->client_trust && tls_client_trust_checks_revocation(c->snap->client_trust) &&
-                   gw_conn_cert_revoked(c, changed)) {
+                   (full ? tls_client_verdict_of(c->ssl, trust, w->dyn->crls, true, NULL) ==
+                               TLS_CLIENT_REVOKED
+                         : gw_conn_cert_revoked(c, changed))) {
             GW_INC(w->metrics.revoked_closed);
             LOG_WARN("c%u.%llu closed: client certificate revoked by refreshed CRL", w->id,
                      (unsigned long long)c->id);

@@ -34,6 +34,7 @@ struct gw_conn {
     bool head_done;       /* the current request's head has been acted on */
     bool held;            /* input parked in `in` until the output drains */
     uint8_t cert_verdict; /* enum tls_client_verdict, set when the handshake ends */
+    uint32_t verdict_gen; /* the worker's auth_gen when cert_verdict was made */
     uint8_t wait_kind;    /* enum gw_wait_kind while state is GW_CS_WAIT */
     bool waited;          /* the current request has waited once: it is not parked again */
     bool crls_known;      /* every CRL its certificate chain names has been tried */

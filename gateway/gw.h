@@ -203,6 +203,7 @@ struct gw_worker {
     struct core_mq *mq;         /* owned */
     struct gw_snapshot *snap;   /* ref; new connections take theirs from here */
     struct gw_dyn *dyn;         /* ref; the newest CRLs and keys */
+    uint32_t auth_gen;          /* bumped when CRLs, keys or the trust change */
     struct event **listeners;   /* owned; one per listen address */
     struct event *accept_pause; /* owned; resumes accepting after EMFILE */
     int *listen_fds;

@@ -338,6 +338,9 @@ int main(int argc, char **argv)
     event_free(ev_tick);
     event_free(drain.timer);
 out:
+    /* the refresher first: it posts to the workers' queues */
+    gw_refresher_stop(&s);
+    gw_tunnel_listen_stop(&s);
     for (unsigned i = 0; i < started; i++)
         gw_worker_post(&s.workers[i], GW_MSG_STOP, NULL);
     for (unsigned i = 0; i < started; i++)
@@ -346,8 +349,6 @@ out:
         gw_snapshot_unref(s.workers[i].snap);
         gw_dyn_unref(s.workers[i].dyn);
     }
-    gw_tunnel_listen_stop(&s);
-    gw_refresher_stop(&s);
     gw_admin_stop(&s);
     free(s.roles);
     free(s.workers);

@@ -17,8 +17,9 @@ struct gw_refresher {
     pthread_t thread;
     pthread_mutex_t lock; /* guards the fields below and the pointers' creation */
     pthread_cond_t cond;
-    bool stop;
+    volatile bool stop; /* read by the fetch loops between fetches */
     bool running;
+    bool republish; /* a reload changed what the workers should see */
     bool force_keys;
     char want[GW_WANT_MAX][TLS_URL_MAX];
     size_t nwant;
@@ -59,8 +60,10 @@ static void gw_refresher_publish(struct gw_refresher *r)
 {
     struct gw_server *s = r->s;
     struct gw_dyn *d = calloc(1, sizeof(*d));
-    if (!d)
+    if (!d) {
+        LOG_ERROR("out of memory: new CRLs and keys not handed to the workers");
         return;
+    }
     atomic_init(&d->refs, 1);
     d->generation = ++r->generation;
     if (r->crl) {
@@ -109,13 +112,17 @@ static void *gw_refresher_main(void *arg)
             tls_crl_cache_want(crl, want[i]);
         if (force && entra)
             auth_entra_source_force(entra, now);
-        if (crl && tls_crl_cache_refresh(crl, now))
+        if (crl && tls_crl_cache_refresh(crl, now, &r->stop))
             changed = true;
-        if (entra && auth_entra_source_refresh(entra, now))
+        if (entra && auth_entra_source_refresh(entra, now, &r->stop))
             changed = true;
+        pthread_mutex_lock(&r->lock);
+        bool republish = r->republish;
+        r->republish = false;
+        pthread_mutex_unlock(&r->lock);
         /* a forced key fetch is answered even when nothing changed: requests waiting on it
          * must learn that the kid is still unknown */
-        if (changed || force || nwant)
+        if ((changed || force || nwant || republish) && !r->stop)
             gw_refresher_publish(r);
 
         now = (int64_t)time(NULL);
@@ -131,7 +138,7 @@ static void *gw_refresher_main(void *arg)
                 due = d;
         }
         pthread_mutex_lock(&r->lock);
-        if (r->stop || r->nwant || r->force_keys)
+        if (r->stop || r->nwant || r->force_keys || r->republish)
             continue;
         if (due > now) {
             struct timespec ts = {(time_t)due, 0};
@@ -254,7 +261,7 @@ void gw_refresher_configure(struct gw_server *s, const struct gw_snapshot *snap)
         LOG_ERROR("reload: cannot create auth.cache_dir %s", r->dir);
     else if (gw_refresher_apply(r, snap, err, sizeof(err)) != 0)
         LOG_ERROR("reload: %s", err);
-    r->nwant = 0;
+    r->republish = true;
     pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
 }
@@ -289,7 +296,12 @@ void gw_refresher_want_crls(struct gw_server *s, char (*urls)[TLS_URL_MAX], size
     if (!r || !n)
         return;
     pthread_mutex_lock(&r->lock);
-    for (size_t i = 0; i < n && r->nwant < GW_WANT_MAX; i++) {
+    for (size_t i = 0; i < n; i++) {
+        if (r->nwant == GW_WANT_MAX) {
+            LOG_WARN("%zu CRL URL(s) not queued: %d are already waiting to be fetched", n - i,
+                     GW_WANT_MAX);
+            break;
+        }
         bool dup = false;
         for (size_t j = 0; j < r->nwant && !dup; j++)
             dup = strcmp(r->want[j], urls[i]) == 0;

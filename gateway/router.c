@@ -103,10 +103,9 @@ static void gw_log_identity(struct gw_conn *c, const struct auth_route *route,
 static size_t gw_cert_crl_urls(struct gw_conn *c, char (*urls)[TLS_URL_MAX], size_t max)
 {
     X509 *peer = SSL_get0_peer_certificate(c->ssl);
-    if (!peer || !c->snap->client_trust)
+    if (!peer || !c->w->snap->client_trust)
         return 0;
-    return tls_client_trust_crl_urls(c->snap->client_trust, peer, SSL_get_peer_cert_chain(c->ssl),
-                                     urls, max);
+    return tls_client_trust_crl_urls(c->w->snap->client_trust, peer, NULL, urls, max);
 }
 
 bool gw_router_wait_over(struct gw_conn *c)
@@ -129,14 +128,16 @@ bool gw_router_wait_over(struct gw_conn *c)
  * CMGConnector_Clientcertificaterequired, an unacceptable one CMGConnector_Forbidden. */
 static void gw_mutual_auth(struct gw_conn *c, const struct auth_route *route)
 {
-    const struct gw_snapshot *snap = c->snap;
+    /* the worker's newest trust and CRLs: a reload or a new CRL counts for connections
+     * already open too */
+    const struct gw_snapshot *snap = c->w->snap;
     STACK_OF(X509_CRL) *crls = c->w->dyn ? c->w->dyn->crls : NULL;
     enum tls_client_verdict v = c->cert_verdict;
     const char *detail = NULL;
-    if (v == TLS_CLIENT_REVOCATION_UNKNOWN || c->waited) {
-        /* CRLs may have come since the handshake: judge with the newest */
+    if (v == TLS_CLIENT_REVOCATION_UNKNOWN || c->waited || c->verdict_gen != c->w->auth_gen) {
         v = tls_client_verdict_of(c->ssl, snap->client_trust, crls, true, &detail);
         c->cert_verdict = (uint8_t)v;
+        c->verdict_gen = c->w->auth_gen;
     }
     bool revocation = snap->client_trust &&
                       tls_client_trust_checks_revocation(snap->client_trust) &&

@@ -75,6 +75,11 @@ static int gw_snapshot_entra(struct gw_snapshot *s, struct config_report *r)
                             a->entra_server_app_id);
         return -1;
     }
+    if (a->entra_authority) { /* one spelling: no trailing '/' */
+        size_t l = strlen(a->entra_authority);
+        while (l && a->entra_authority[l - 1] == '/')
+            a->entra_authority[--l] = '\0';
+    }
     if (a->entra_authority && *a->entra_authority &&
         strncmp(a->entra_authority, "https://", 8) != 0 &&
         strncmp(a->entra_authority, "http://", 7) != 0) {

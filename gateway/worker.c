@@ -188,6 +188,7 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
     case GW_MSG_SNAPSHOT: {
         struct gw_snapshot *old = w->snap;
         w->snap = msg->arg;
+        w->auth_gen++; /* CRL files or trusted certificates may have changed */
         gw_snapshot_unref(old);
         gw_worker_set_max_conns(w);
         break;
@@ -201,6 +202,7 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
     case GW_MSG_DYN: {
         struct gw_dyn *old = w->dyn;
         w->dyn = msg->arg;
+        w->auth_gen++;
         gw_conn_dyn_changed(w);
         gw_dyn_unref(old);
         break;
@@ -272,6 +274,7 @@ void gw_worker_join(struct gw_worker *w)
     free(w->listeners);
     free(w->listen_fds);
     core_mq_free(w->mq);
+    w->mq = NULL;
     if (w->accept_pause)
         event_free(w->accept_pause);
     event_base_free(w->base);

@@ -261,6 +261,12 @@ static int tls_check_cb(int ok, X509_STORE_CTX *ctx)
     if (ok)
         return 1;
     struct tls_check_note *note = X509_STORE_CTX_get_app_data(ctx);
+    /* OpenSSL checks a CRL's signer in a nested context of its own (extended CRL support):
+     * the note belongs to the outermost one */
+    for (X509_STORE_CTX *up = ctx; !note && (up = X509_STORE_CTX_get0_parent_ctx(up)) != NULL;)
+        note = X509_STORE_CTX_get_app_data(up);
+    if (!note)
+        return ok;
     const struct tls_client_trust *t = note->t;
     int e = X509_STORE_CTX_get_error(ctx);
     if (e == X509_V_ERR_CRL_HAS_EXPIRED && t->crl_grace > 0) {
@@ -307,11 +313,11 @@ enum tls_client_verdict tls_client_trust_explain(const struct tls_client_trust *
         *chain = NULL;
     if (!cert)
         return TLS_CLIENT_NONE;
-    /* The chain comes from the configured intermediates (plus what the client sent, which
-     * can only help build a path to a configured root, never stand in for one). */
+    /* The chain is built from the configured intermediates only: what a client sends with
+     * its certificate is ignored, so that no path the operator did not list can lead to a
+     * root, and no certificate of the client's making takes part in a CRL check. */
+    (void)sent_chain;
     STACK_OF(X509) *untrusted = sk_X509_dup(t->intermediates);
-    for (int i = 0; sent_chain && i < sk_X509_num(sent_chain); i++)
-        sk_X509_push(untrusted, sk_X509_value(sent_chain, i));
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     enum tls_client_verdict v = TLS_CLIENT_INVALID;
     struct tls_check_note note = {t, false, false};
@@ -470,9 +476,8 @@ size_t tls_client_trust_crl_urls(const struct tls_client_trust *t, X509 *cert,
 {
     /* Only a certificate whose chain verifies may make the gateway fetch anything: the URLs
      * inside a forged certificate must never be visited. */
+    (void)sent_chain;
     STACK_OF(X509) *untrusted = sk_X509_dup(t->intermediates);
-    for (int i = 0; sent_chain && i < sk_X509_num(sent_chain); i++)
-        sk_X509_push(untrusted, sk_X509_value(sent_chain, i));
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     size_t n = 0;
     if (ctx && X509_STORE_CTX_init(ctx, t->store, cert, untrusted) == 1) {

@@ -32,6 +32,7 @@ struct tls_crl_entry {
     int64_t fetched_at; /* last time the source confirmed the CRL (200 or 304) */
     int64_t next_fetch;
     bool attempted; /* fetched (or tried) by this process */
+    int64_t last_wanted; /* last time a certificate named it */
     enum tls_crl_result last_result;
     uint64_t results[TLS_CRL_RESULT_N];
     char last_error[200];
@@ -153,27 +154,42 @@ static void tls_crl_save(const struct tls_crl_cache *c, const struct tls_crl_ent
 {
     if (!c->dir || !e->crl)
         return;
-    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    char path[PATH_MAX], tmp[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/%s.crl", c->dir, e->name);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    BIO *b = BIO_new_file(tmp, "wb");
-    bool ok = b && i2d_X509_CRL_bio(b, e->crl) == 1;
-    BIO_free(b);
+    /* a file of its own to write into (cmgctl may write the same cache), then renamed */
+    snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    BIO *b = fd >= 0 ? BIO_new_fd(fd, BIO_CLOSE) : NULL;
+    bool ok = b && i2d_X509_CRL_bio(b, e->crl) == 1 && BIO_flush(b) == 1;
+    if (b)
+        BIO_free(b);
+    else if (fd >= 0)
+        close(fd);
     if (!ok || rename(tmp, path) != 0) {
         LOG_WARN("cannot write the CRL cache file %s", path);
-        unlink(tmp);
+        if (fd >= 0)
+            unlink(tmp);
         ERR_clear_error();
         return;
     }
     snprintf(path, sizeof(path), "%s/%s.meta", c->dir, e->name);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
+    snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
+    fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        LOG_WARN("cannot write the CRL cache file %s", path);
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
         return;
+    }
     fprintf(f, "url=%s\netag=%s\nlast_modified=%s\nfetched=%lld\n", e->url, e->etag,
             e->last_modified, (long long)e->fetched_at);
-    if (fclose(f) != 0 || rename(tmp, path) != 0)
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        LOG_WARN("cannot write the CRL cache file %s", path);
         unlink(tmp);
+    }
 }
 
 static struct tls_crl_entry *tls_crl_find(struct tls_crl_cache *c, const char *url)
@@ -184,15 +200,42 @@ static struct tls_crl_entry *tls_crl_find(struct tls_crl_cache *c, const char *u
     return NULL;
 }
 
+static void tls_crl_unlink_files(const struct tls_crl_cache *c, const struct tls_crl_entry *e)
+{
+    if (!c->dir)
+        return;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s.crl", c->dir, e->name);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/%s.meta", c->dir, e->name);
+    unlink(path);
+}
+
 static struct tls_crl_entry *tls_crl_add(struct tls_crl_cache *c, const char *url)
 {
-    if (c->n >= c->policy.max_urls || strlen(url) >= TLS_URL_MAX)
+    if (strlen(url) >= TLS_URL_MAX)
         return NULL;
-    struct tls_crl_entry *grown = realloc(c->e, (c->n + 1) * sizeof(*grown));
-    if (!grown)
-        return NULL;
-    c->e = grown;
-    struct tls_crl_entry *e = &c->e[c->n++];
+    struct tls_crl_entry *e;
+    if (c->n >= c->policy.max_urls) {
+        /* full: the source no certificate has named for the longest time makes room (slots
+         * are reused in place, so indexes held by a running refresh stay slots) */
+        size_t old = 0;
+        for (size_t i = 1; i < c->n; i++)
+            if (c->e[i].last_wanted < c->e[old].last_wanted)
+                old = i;
+        e = &c->e[old];
+        LOG_WARN("CRL sources full (%zu): %s, not named by a certificate for the longest time, "
+                 "makes room for %s",
+                 c->n, e->url, url);
+        tls_crl_unlink_files(c, e);
+        X509_CRL_free(e->crl);
+    } else {
+        struct tls_crl_entry *grown = realloc(c->e, (c->n + 1) * sizeof(*grown));
+        if (!grown)
+            return NULL;
+        c->e = grown;
+        e = &c->e[c->n++];
+    }
     memset(e, 0, sizeof(*e));
     snprintf(e->url, sizeof(e->url), "%s", url);
     tls_url_stem(url, e->name);
@@ -240,16 +283,21 @@ static void tls_crl_load_dir(struct tls_crl_cache *c)
         BIO_free(b);
         ERR_clear_error();
         char why[256];
+        e->last_wanted = fetched;
         if (crl && tls_crl_verify(c, crl, why, sizeof(why))) {
             e->crl = crl;
             tls_crl_name_of(crl, e->ca, sizeof(e->ca));
             snprintf(e->etag, sizeof(e->etag), "%s", etag);
             snprintf(e->last_modified, sizeof(e->last_modified), "%s", lm);
             e->fetched_at = fetched;
+            /* due when it would have been, had this process fetched it */
+            tls_crl_schedule(c, e, fetched, false);
         } else {
+            LOG_WARN("cached CRL for %s dropped: %s", url,
+                     crl ? why : "the cache file is not a CRL");
             X509_CRL_free(crl);
+            e->next_fetch = 0;
         }
-        e->next_fetch = 0; /* due at once: the cache only bridges until the source answers */
     }
     closedir(d);
 }
@@ -315,10 +363,31 @@ void tls_crl_cache_free(struct tls_crl_cache *c)
     free(c);
 }
 
+static bool tls_same_certs(const STACK_OF(X509) * a, const STACK_OF(X509) * b)
+{
+    if (sk_X509_num(a) != sk_X509_num(b))
+        return false;
+    for (int i = 0; i < sk_X509_num(a); i++)
+        if (X509_cmp(sk_X509_value(a, i), sk_X509_value(b, i)) != 0)
+            return false;
+    return true;
+}
+
 void tls_crl_cache_set_trust(struct tls_crl_cache *c, const STACK_OF(X509) * cas,
                              const struct tls_crl_policy *policy)
 {
     pthread_mutex_lock(&c->lock);
+    if (cas && tls_same_certs(c->issuers, cas)) {
+        /* the same CAs (a reload for something else): only the schedule may change */
+        size_t max = c->policy.max_urls;
+        c->policy = *policy;
+        if (!c->policy.max_urls)
+            c->policy.max_urls = max;
+        if (!c->policy.refresh_max)
+            c->policy.refresh_max = 3600;
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
     sk_X509_pop_free(c->issuers, X509_free);
     c->issuers = sk_X509_new_null();
     for (int i = 0; cas && i < sk_X509_num(cas); i++) {
@@ -347,7 +416,16 @@ void tls_crl_cache_set_trust(struct tls_crl_cache *c, const STACK_OF(X509) * cas
 bool tls_crl_cache_want(struct tls_crl_cache *c, const char *url)
 {
     pthread_mutex_lock(&c->lock);
-    bool added = !tls_crl_find(c, url) && tls_crl_add(c, url) != NULL;
+    struct tls_crl_entry *e = tls_crl_find(c, url);
+    bool added = false;
+    if (!e) {
+        e = tls_crl_add(c, url);
+        added = e != NULL;
+        if (!e)
+            LOG_WARN("CRL source %s not kept (URL too long or out of memory)", url);
+    }
+    if (e)
+        e->last_wanted = (int64_t)time(NULL);
     pthread_mutex_unlock(&c->lock);
     return added;
 }
@@ -372,9 +450,10 @@ static bool tls_crl_fetch_one(struct tls_crl_cache *c, size_t i, int64_t now)
     snprintf(url, sizeof(url), "%s", e->url);
     snprintf(etag, sizeof(etag), "%s", e->crl ? e->etag : "");
     snprintf(lm, sizeof(lm), "%s", e->crl ? e->last_modified : "");
+    uint64_t timeout_ms = c->policy.timeout_ms;
     pthread_mutex_unlock(&c->lock);
 
-    struct core_fetch_opts o = {.timeout_ms = c->policy.timeout_ms,
+    struct core_fetch_opts o = {.timeout_ms = timeout_ms,
                                 .max_bytes = 64 * 1024 * 1024,
                                 .if_none_match = etag,
                                 .if_modified_since = lm};
@@ -400,6 +479,13 @@ static bool tls_crl_fetch_one(struct tls_crl_cache *c, size_t i, int64_t now)
     bool changed = false;
     pthread_mutex_lock(&c->lock);
     e = &c->e[i];
+    if (strcmp(e->url, url) != 0) {
+        /* the slot went to another source meanwhile: this answer is nobody's */
+        pthread_mutex_unlock(&c->lock);
+        X509_CRL_free(crl);
+        core_fetch_result_free(&r);
+        return false;
+    }
     if (res == TLS_CRL_OK && !tls_crl_verify(c, crl, why, sizeof(why)))
         res = TLS_CRL_INVALID;
     if (res == TLS_CRL_OK && e->crl &&
@@ -453,11 +539,11 @@ static bool tls_crl_fetch_one(struct tls_crl_cache *c, size_t i, int64_t now)
     return changed;
 }
 
-bool tls_crl_cache_refresh(struct tls_crl_cache *c, int64_t now)
+bool tls_crl_cache_refresh(struct tls_crl_cache *c, int64_t now, const volatile bool *stop)
 {
     bool changed = false;
-    /* entries are only ever appended, so indexes stay valid while the lock is let go */
-    for (size_t i = 0;; i++) {
+    /* slots are appended or reused in place, never moved: an index stays a valid slot */
+    for (size_t i = 0; !(stop && *stop); i++) {
         pthread_mutex_lock(&c->lock);
         bool more = i < c->n;
         bool due = more && c->e[i].next_fetch <= now;

@@ -271,3 +271,65 @@ void tls_ctx_subject_cn(SSL_CTX *ctx, char *buf, size_t len)
         return;
     X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, (int)len);
 }
+
+SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        tls_err(err, errlen, "cannot create TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* the certificate this end presents (PFX or PEM), loaded as for a server */
+    struct tls_server_opts so = {.pfx_file = o->pfx_file,
+                                 .pfx_password = o->pfx_password,
+                                 .cert_file = o->cert_file,
+                                 .key_file = o->key_file};
+    if (o->pfx_file && *o->pfx_file) {
+        if (tls_load_pfx(ctx, &so, err, errlen) != 0)
+            goto fail;
+    } else if (o->cert_file && *o->cert_file) {
+        if (tls_load_pem(ctx, &so, err, errlen) != 0)
+            goto fail;
+    }
+    /* the peer's certificate: chains to the given roots, names the expected host */
+    if (o->ca_files && *o->ca_files) {
+        X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+        STACK_OF(X509) *certs = sk_X509_new_null();
+        char *copy = strdup(o->ca_files);
+        int n = 0;
+        for (char *tok = strtok(copy, ", "); tok; tok = strtok(NULL, ", ")) {
+            if (tls_read_certs(tok, certs, err, errlen) < 0) {
+                free(copy);
+                sk_X509_pop_free(certs, X509_free);
+                goto fail;
+            }
+        }
+        for (int i = 0; i < sk_X509_num(certs); i++, n++)
+            X509_STORE_add_cert(store, sk_X509_value(certs, i));
+        sk_X509_pop_free(certs, X509_free);
+        free(copy);
+        ERR_clear_error();
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        tls_err(err, errlen, "cannot load the system's trusted certificates");
+        goto fail;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (o->alpn && *o->alpn) {
+        unsigned char wire[64];
+        size_t l = strlen(o->alpn);
+        if (l >= sizeof(wire)) {
+            snprintf(err, errlen, "ALPN protocol name too long");
+            goto fail;
+        }
+        wire[0] = (unsigned char)l;
+        memcpy(wire + 1, o->alpn, l);
+        SSL_CTX_set_alpn_protos(ctx, wire, (unsigned)(l + 1));
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}

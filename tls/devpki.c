@@ -59,6 +59,7 @@ static const struct leaf_spec leaf_specs[] = {
     {"client-revoked", "client-revoked", KEY_EC, "clientAuth", LEAF_REVOKED},
     {"client-expired", "client-expired", KEY_EC, "clientAuth", LEAF_EXPIRED},
     {"connector", "cmg-connector", KEY_EC, "clientAuth,serverAuth", LEAF_PFX},
+    {"connector-revoked", "cmg-connector-revoked", KEY_EC, "clientAuth,serverAuth", LEAF_REVOKED},
 };
 #define LEAF_COUNT (sizeof leaf_specs / sizeof leaf_specs[0])
 
@@ -523,8 +524,9 @@ static bool crl_add_exts(X509_CRL *crl, const struct pki_cert *ca)
     return ok;
 }
 
-/* A v2 CRL by ca, valid for CRL_DAYS, listing `revoked` if not NULL; written to base.crl. */
-static int save_new_crl(struct pki *p, const char *base, const struct pki_cert *ca, X509 *revoked)
+/* A v2 CRL by ca, valid for CRL_DAYS, listing the leaves marked LEAF_REVOKED when `leaves`
+ * is set; written to base.crl. */
+static int save_new_crl(struct pki *p, const char *base, const struct pki_cert *ca, bool leaves)
 {
     X509_CRL *crl = X509_CRL_new();
     ASN1_TIME *last = X509_time_adj_ex(NULL, 0, -CLOCK_SKEW_SECS, NULL);
@@ -534,8 +536,9 @@ static int save_new_crl(struct pki *p, const char *base, const struct pki_cert *
               X509_CRL_set1_lastUpdate(crl, last) == 1 && X509_CRL_set1_nextUpdate(crl, next) == 1;
     int rc = -1;
 
-    if (ok && revoked)
-        ok = crl_add_revoked(crl, revoked, last);
+    for (size_t i = 0; ok && leaves && i < LEAF_COUNT; i++)
+        if (leaf_specs[i].flags & LEAF_REVOKED)
+            ok = crl_add_revoked(crl, p->leaves[i].cert, last);
     ok = ok && crl_add_exts(crl, ca) && X509_CRL_sort(crl) == 1 &&
          X509_CRL_sign(crl, ca->key, EVP_sha256()) > 0;
     if (!ok)
@@ -546,16 +549,6 @@ static int save_new_crl(struct pki *p, const char *base, const struct pki_cert *
     ASN1_TIME_free(last);
     X509_CRL_free(crl);
     return rc;
-}
-
-static X509 *revoked_leaf(struct pki *p)
-{
-    size_t i;
-
-    for (i = 0; i < LEAF_COUNT; i++)
-        if (leaf_specs[i].flags & LEAF_REVOKED)
-            return p->leaves[i].cert;
-    return NULL;
 }
 
 /* ---- the whole set ---- */
@@ -592,8 +585,8 @@ int tls_devpki_init(const char *dir, const struct tls_devpki_opts *opts, char *e
         if (make_leaf(&p, i) < 0)
             goto out;
     if (make_token_signing(&p) < 0 ||
-        save_new_crl(&p, "intermediate", &p.inter, revoked_leaf(&p)) < 0 ||
-        save_new_crl(&p, "root", &p.root, NULL) < 0 ||
+        save_new_crl(&p, "intermediate", &p.inter, true) < 0 ||
+        save_new_crl(&p, "root", &p.root, false) < 0 ||
         save_text(&p, "pfx-password", ".txt", opts->pfx_password) < 0)
         goto out;
     rc = 0;

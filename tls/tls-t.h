@@ -83,6 +83,15 @@ enum tls_crl_result {
     TLS_CRL_RESULT_N
 };
 
+/* Settings of a client context (borrowed for the call). */
+struct tls_client_opts {
+    const char *pfx_file, *pfx_password; /* our certificate: PFX ... */
+    const char *cert_file, *key_file;    /* ... or PEM (or none) */
+    const char *ca_files;                /* comma-separated roots the peer must chain to;
+                                            NULL = the system's */
+    const char *alpn;                    /* the one protocol offered, or NULL */
+};
+
 /* Settings the server context is built from (borrowed for the call). */
 struct tls_server_opts {
     const char *pfx_file;      /* PKCS#12 with key + chain, or NULL */

@@ -25,6 +25,10 @@ int tls_ticket_keys_rotate_file(const char *path, unsigned keep, char *err, size
 /* Builds a server SSL_CTX. Returns it (caller frees with SSL_CTX_free) or NULL with a message
  * a person can act on in err (e.g. a wrong PFX password says so). */
 SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *opts, char *err, size_t errlen);
+/* Builds a client SSL_CTX: TLS 1.2 or newer, the peer's certificate verified against ca_files
+ * (or the system's store), our certificate from a PFX or PEM when given, ALPN when given. The
+ * caller sets the host name to check on each SSL (SSL_set1_host) and SNI. */
+SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err, size_t errlen);
 /* Name of the protocol version of an established connection: "TLSv1.3" ... */
 const char *tls_version_name(const SSL *ssl);
 /* Subject CN of the context's certificate into buf (empty if none). */
@@ -102,9 +106,9 @@ void tls_crl_cache_set_trust(struct tls_crl_cache *c, const STACK_OF(X509) * cas
 bool tls_crl_cache_want(struct tls_crl_cache *c, const char *url);
 /* Earliest time (Unix s) a source is due; INT64_MAX when there is none. */
 int64_t tls_crl_cache_next_due(struct tls_crl_cache *c);
-/* Fetches every source due at `now` (blocking). True when the CRLs held, or the set of sources
- * tried, changed. */
-bool tls_crl_cache_refresh(struct tls_crl_cache *c, int64_t now);
+/* Fetches every source due at `now` (blocking), stopping early once *stop (may be NULL) is
+ * set. True when the CRLs held, or the set of sources tried, changed. */
+bool tls_crl_cache_refresh(struct tls_crl_cache *c, int64_t now, const volatile bool *stop);
 /* The CRLs held (a new stack of up-referenced CRLs; sk_X509_CRL_pop_free it). */
 STACK_OF(X509_CRL) * tls_crl_cache_crls(struct tls_crl_cache *c);
 /* The CRLs that are new or replaced since the last call (caller owns the stack). */
@@ -126,8 +130,9 @@ size_t tls_crl_cache_describe(struct tls_crl_cache *c, size_t i, char *buf, size
  *   server-rsa.crt/.key/.pfx (same, RSA-2048),
  *   client-valid.crt/.key/.pfx, client-revoked.crt/.key, client-expired.crt/.key
  *     (clientAuth; CN client-valid / client-revoked / client-expired),
- *   intermediate.crl (PEM CRL by the intermediate, lists client-revoked), root.crl,
+ *   intermediate.crl (PEM CRL by the intermediate, lists client-revoked and connector-revoked), root.crl,
  *   connector.crt/.key/.pfx (CN cmg-connector, clientAuth + serverAuth),
+ *   connector-revoked.crt/.key (CN cmg-connector-revoked, listed in intermediate.crl),
  *   token-signing.crt/.key (RSA-2048, digitalSignature, CN "SMS Token Signing"),
  *   pfx-password.txt (the password, mode 0600).
  * Private keys are written with mode 0600. Returns 0 or -1 with a message in err. */

@@ -16,11 +16,14 @@ static bool is_identity(const char *name)
 
 Test(identity, header_family)
 {
-    static const char *const ours[] = {"X-CMG-", "X-CMG-Auth-Method", "x-cmg-auth-method",
-                                       "X-Cmg-Tenant-Id", "X-CMG-CLIENT-CERT-SUBJECT"};
-    static const char *const theirs[] = {"",       "X",           "X-CMG",           "X-CMGx",
-                                         "X-CMG_", "X-CMGAuth",   "X-Forwarded-For", "Host",
-                                         "CMG-X-", "XX-CMG-Auth", " X-CMG-Auth"};
+    /* '_' counts as '-': servers that map headers to variables make them the same */
+    static const char *const ours[] = {"X-CMG-",          "X-CMG-Auth-Method",
+                                       "x-cmg-auth-method", "X-Cmg-Tenant-Id",
+                                       "X-CMG-CLIENT-CERT-SUBJECT", "X_CMG_Auth_Method",
+                                       "X-CMG_", "x_cmg-tenant-id"};
+    static const char *const theirs[] = {"",          "X",           "X-CMG",           "X-CMGx",
+                                         "X-CMGAuth", "X-Forwarded-For", "Host",
+                                         "CMG-X-",    "XX-CMG-Auth", " X-CMG-Auth", "X.CMG-A"};
 
     for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
         cr_expect(is_identity(ours[i]), "\"%s\" is the gateway's", ours[i]);

@@ -185,8 +185,11 @@ Test(devpki, crl_fields)
 
     cr_expect_eq(X509_CRL_get_version(crl), X509_CRL_VERSION_2);
     cr_expect_eq(X509_CRL_verify(crl, X509_get0_pubkey(inter)), 1);
-    cr_expect_eq(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)), 1);
+    X509 *connector_revoked = load_cert("connector-revoked.crt");
+    cr_expect_eq(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)), 2);
     cr_expect_eq(X509_CRL_get0_by_cert(crl, &entry, revoked), 1);
+    cr_expect_eq(X509_CRL_get0_by_cert(crl, &entry, connector_revoked), 1);
+    X509_free(connector_revoked);
     cr_assert_not_null(number);
     cr_expect_eq(ASN1_INTEGER_get(number), 1);
     cr_assert(aki && aki->keyid);
