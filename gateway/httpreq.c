@@ -358,7 +358,10 @@ static enum httpreq_event httpreq_take_token(struct httpreq *r, const char *data
         }
         r->state = RS_TOKEN;
     }
-    while (i < len && data[i] != ' ' && r->token_len < sizeof(r->token) - 1)
+    /* a byte that cannot be in a method ends it too: "garbage\r\n" is refused at once
+     * instead of waiting for a space that never comes */
+    while (i < len && data[i] != ' ' && httpreq_is_tchar((unsigned char)data[i]) &&
+           r->token_len < sizeof(r->token) - 1)
         r->token[r->token_len++] = data[i++];
     *used = i;
     r->head_bytes += i;

@@ -345,3 +345,18 @@ Test(httpreq, identity_headers_removed)
     cr_assert_eq(httpreq_remove_headers(&r, drop_x_cmg), 0);
     httpreq_deinit(&r);
 }
+
+Test(httpreq, garbage_line_refused_at_once)
+{
+    static const char *const inputs[] = {"garbage\r\n\r\n", "\x16\x03\x01\x02\x00\x01", "GE\tT /"};
+    for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        struct httpreq r;
+        httpreq_init(&r, &limits, on_body, NULL);
+        size_t used;
+        enum httpreq_event ev = feed_all(&r, inputs[i], strlen(inputs[i]), 4096, &used);
+        cr_expect_eq(ev, HTTPREQ_ERROR, "input %zu", i);
+        cr_expect(r.error_status == 400 || r.error_status == 501, "input %zu: %d", i,
+                  r.error_status);
+        httpreq_deinit(&r);
+    }
+}
