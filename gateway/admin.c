@@ -213,6 +213,23 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
         gw_out_printf(&o, "cmg_auth_waits_total{worker=\"%u\",for=\"keys\"} %llu\n", w->id,
                       (unsigned long long)GW_GET(w->metrics.auth_waits[1]));
     }
+    GW_M(&o, s, "cmg_tunnels_open", "gauge", "Tunnels from connection points up (hello done).",
+         tunnels_open);
+    GW_M(&o, s, "cmg_tunnels_total", "counter", "Tunnels whose hello succeeded.", tunnels_total);
+    GW_M(&o, s, "cmg_tunnels_refused_total", "counter",
+         "Tunnel connections refused: TLS, certificate, ALPN or hello.", tunnels_refused);
+    GW_M(&o, s, "cmg_tunnels_lost_total", "counter",
+         "Tunnels closed by a PING timeout, a reset or an error.", tunnels_lost);
+    GW_M(&o, s, "cmg_proxy_requests_total", "counter", "Requests sent on a tunnel.", proxied);
+    GW_M(&o, s, "cmg_proxy_retries_total", "counter",
+         "Requests sent again on another tunnel after theirs went away.", proxy_retries);
+    GW_M(&o, s, "cmg_proxy_failures_total", "counter",
+         "Requests the gateway answered 502/504 for want of an answer through the tunnel.",
+         proxy_failed);
+    GW_M(&o, s, "cmg_proxy_no_tunnel_total", "counter",
+         "Requests answered 503: the role id is known, no tunnel serves it here now.", no_tunnel);
+    GW_M(&o, s, "cmg_proxy_unknown_role_total", "counter",
+         "Requests answered 404: no connection point serves the role id.", unknown_role);
     GW_M(&o, s, "cmg_auth_revoked_connections_closed_total", "counter",
          "Connections closed because a refreshed CRL revoked their client certificate.",
          revoked_closed);
