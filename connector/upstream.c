@@ -343,8 +343,10 @@ static int up_req_build_head(struct up_req *r, const char *method, const char *p
         if (named)
             continue;
         if (!up_is_token(f->name, f->name_len) || !up_value_ok(f->value, f->value_len)) {
-            up_warn(p, "upstream %s: %s %s: dropped a header field with an invalid name or value",
-                    p->name, r->method, r->path);
+            /* the name only: a value may carry a credential */
+            up_warn(p, "upstream %s: %s %s: dropped header field \"%.*s\" (invalid name or value)",
+                    p->name, r->method, r->path, (int)(f->name_len < 64 ? f->name_len : 64),
+                    f->name);
             continue;
         }
         if (up_out_append(r, f->name, f->name_len) || up_out_str(r, ": ") ||
