@@ -230,6 +230,9 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
          "Requests answered 503: the role id is known, no tunnel serves it here now.", no_tunnel);
     GW_M(&o, s, "cmg_proxy_unknown_role_total", "counter",
          "Requests answered 404: no connection point serves the role id.", unknown_role);
+    GW_M(&o, s, "cmg_proxy_handovers_total", "counter",
+         "Client connections handed to another worker whose tunnels serve the role id.",
+         handed_over);
     GW_M(&o, s, "cmg_auth_revoked_connections_closed_total", "counter",
          "Connections closed because a refreshed CRL revoked their client certificate.",
          revoked_closed);

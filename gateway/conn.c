@@ -18,6 +18,7 @@
 
 static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg);
 static void gw_conn_log_request(struct gw_conn *c, int status);
+static void gw_conn_adopt_here(struct gw_conn *c);
 static void gw_conn_resume(struct gw_conn *c);
 static int gw_conn_flush(struct gw_conn *c);
 static int gw_conn_read(struct gw_conn *c);
@@ -75,6 +76,14 @@ static void gw_conn_free(struct gw_conn *c, const char *why)
                  gw_peer_str(c, peer, sizeof(peer)));
     }
     gw_proxy_abort(c);
+    if (c->move_to) { /* still queued for a hand-over: out of the queue */
+        struct gw_conn **pp = &w->moving.head;
+        while (*pp && *pp != c)
+            pp = &(*pp)->move_next;
+        if (*pp)
+            *pp = c->move_next;
+        c->move_to = NULL;
+    }
     if (c->ssl)
         SSL_free(c->ssl);
     close(c->fd);
@@ -975,4 +984,93 @@ void gw_conn_dyn_changed(struct gw_worker *w)
         }
         c = next;
     }
+}
+
+/* ---- hand-over to another worker ----
+ * A worker without a tunnel for the role id passes the whole connection (socket, TLS state,
+ * the request read so far) to one that has, through that worker's queue; it is never touched
+ * by two threads at once. */
+
+void gw_conn_move(struct gw_conn *c, struct gw_worker *to)
+{
+    c->moved = true;
+    c->move_to = to;
+    c->state = GW_CS_WAIT;
+    c->wait_kind = GW_WAIT_MOVE;
+    c->deadline = core_now_ms() + c->snap->cfg.body_timeout;
+    c->move_next = c->w->moving.head;
+    c->w->moving.head = c;
+    event_active(c->w->move_ev, EV_TIMEOUT, 1);
+}
+
+void gw_conn_move_run(struct gw_worker *w)
+{
+    while (w->moving.head) {
+        struct gw_conn *c = w->moving.head;
+        w->moving.head = c->move_next;
+        c->move_next = NULL;
+        struct gw_worker *to = c->move_to;
+        c->move_to = NULL;
+        if (c->ev_what)
+            event_del(&c->ev);
+        c->ev_what = 0;
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            w->conns.head = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        c->prev = c->next = NULL;
+        w->conns.count--;
+        GW_DEC(w->metrics.conn_open);
+        GW_INC(w->metrics.handed_over);
+        c->w = to;
+        if (gw_worker_post(to, GW_MSG_CONN, c) == 0) {
+            gw_worker_conn_gone(w);
+            continue;
+        }
+        /* the other worker's queue is full: keep it and answer from here */
+        c->w = w;
+        c->next = w->conns.head;
+        if (c->next)
+            c->next->prev = c;
+        w->conns.head = c;
+        w->conns.count++;
+        GW_INC(w->metrics.conn_open);
+        LOG_WARN("c%u.%llu worker %u is too busy to take the connection", w->id,
+                 (unsigned long long)c->id, to->id);
+        gw_conn_adopt_here(c);
+    }
+}
+
+/* Goes on with a request whose head was decided elsewhere (or has to be decided again). */
+static void gw_conn_adopt_here(struct gw_conn *c)
+{
+    c->state = GW_CS_BODY;
+    c->wait_kind = GW_WAIT_NONE;
+    c->deadline = core_now_ms() + c->snap->cfg.body_timeout;
+    gw_router_head(c); /* `moved` is set: it answers here if no tunnel of this worker can */
+    if (c->state == GW_CS_WAIT) {
+        gw_conn_watch(c, EV_TIMEOUT);
+        return;
+    }
+    if (c->req_read && gw_conn_request_read(c)) {
+        gw_conn_watch(c, EV_TIMEOUT);
+        return;
+    }
+    gw_conn_read(c);
+}
+
+void gw_conn_adopt(struct gw_worker *w, struct gw_conn *c)
+{
+    c->w = w;
+    c->next = w->conns.head;
+    if (c->next)
+        c->next->prev = c;
+    w->conns.head = c;
+    w->conns.count++;
+    GW_INC(w->metrics.conn_open);
+    if (w->draining)
+        c->draining = true;
+    gw_conn_adopt_here(c);
 }

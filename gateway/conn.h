@@ -17,7 +17,7 @@ enum gw_conn_state {
 };
 
 /* What a parked request waits for. */
-enum gw_wait_kind { GW_WAIT_NONE = 0, GW_WAIT_CRL, GW_WAIT_KEYS, GW_WAIT_UPSTREAM };
+enum gw_wait_kind { GW_WAIT_NONE = 0, GW_WAIT_CRL, GW_WAIT_KEYS, GW_WAIT_UPSTREAM, GW_WAIT_MOVE };
 
 struct gw_conn {
     struct gw_conn *prev, *next; /* worker's list */
@@ -45,6 +45,9 @@ struct gw_conn {
     bool close_when_done; /* close once the proxied answer is out */
     uint16_t resp_status;
     struct gw_proxy *proxy; /* owned: the request in flight on a tunnel */
+    bool moved;                /* handed over once already: not again */
+    struct gw_worker *move_to; /* while queued for a hand-over */
+    struct gw_conn *move_next; /* the worker's hand-over queue */
     int64_t wait_mark;    /* GW_WAIT_KEYS: the forced-refresh time seen when parking */
     uint32_t nrequests;
     uint64_t deadline;      /* monotonic ms; what happens then depends on state */
@@ -73,6 +76,10 @@ void gw_conn_respond(struct gw_conn *c, int status, const char *reason, const ch
  * read until gw_conn_resume, which the worker calls when new CRLs or keys arrive, or the
  * connection's deadline (auth.auth_wait) passes. */
 void gw_conn_park(struct gw_conn *c, enum gw_wait_kind kind);
+
+/* For proxy.c: hands the connection, whose request head has been read and authenticated, to
+ * worker `to` (whose tunnels serve the role id); that worker goes on with the request. */
+void gw_conn_move(struct gw_conn *c, struct gw_worker *to);
 
 /* For proxy.c: answers arriving through a tunnel. */
 size_t gw_conn_out_pending(const struct gw_conn *c);

@@ -67,6 +67,7 @@ struct gw_metrics {
     uint64_t proxy_failed;     /* answered 502/504 by the gateway */
     uint64_t no_tunnel;        /* answered 503: role known, no live tunnel here */
     uint64_t unknown_role;     /* answered 404: no connector serves the role id */
+    uint64_t handed_over;      /* client connections passed to a worker with a tunnel */
     uint64_t token_fail[AUTH_TOKEN_ERROR_N];    /* refused bearer tokens by cause */
 };
 
@@ -155,6 +156,11 @@ void gw_tunnel_close_all(struct gw_worker *w, bool graceful);
 struct gw_tunnel *gw_tunnel_pick(struct gw_worker *w, uint64_t role_id, const struct gw_tunnel *not);
 /* True when some connector (on any worker) has said it serves role_id. */
 bool gw_role_known(struct gw_server *s, uint64_t role_id);
+/* Worker: recomputes which role ids its live tunnels serve (for other workers' hand-overs). */
+void gw_tunnel_served_update(struct gw_worker *w);
+/* Another worker whose tunnels serve role_id, or NULL. */
+struct gw_worker *gw_worker_serving(struct gw_server *s, uint64_t role_id,
+                                    const struct gw_worker *not);
 
 /* ---- proxying one request on a tunnel (proxy.c) ---- */
 /* Starts the request of c (its head has been read and authenticated) as a stream. The body,
@@ -214,6 +220,10 @@ struct gw_worker {
     struct gw_tunnel *tunnels; /* owned list */
     atomic_uint ntunnels;      /* live tunnels, read by the main thread to balance */
     unsigned rr;               /* round-robin position for tunnel choice */
+    uint64_t *served;          /* role ids its live tunnels serve; under server roles_lock */
+    size_t nserved;
+    struct gw_conn_list moving; /* connections to hand to another worker, next loop turn */
+    struct event *move_ev;      /* owned: runs the hand-over */
     unsigned max_conns;
     uint64_t next_conn_id;
     struct gw_metrics metrics;
@@ -225,7 +235,14 @@ struct gw_worker {
 
 #define GW_SCRATCH (16 * 1024 + 512)
 
-enum gw_msg_type { GW_MSG_SNAPSHOT = 1, GW_MSG_DRAIN, GW_MSG_STOP, GW_MSG_DYN, GW_MSG_TUNNEL };
+enum gw_msg_type {
+    GW_MSG_SNAPSHOT = 1,
+    GW_MSG_DRAIN,
+    GW_MSG_STOP,
+    GW_MSG_DYN,
+    GW_MSG_TUNNEL,
+    GW_MSG_CONN /* a client connection handed over by a worker without a suitable tunnel */
+};
 
 struct gw_server {
     const char *config_path;
@@ -270,6 +287,10 @@ void gw_conn_close_all(struct gw_worker *w);
 /* New CRLs or keys arrived: requests waiting for them go on, and connections whose client
  * certificate a new CRL revokes are closed. */
 void gw_conn_dyn_changed(struct gw_worker *w);
+/* Worker: runs the hand-overs queued by gw_conn_move (its move_ev). */
+void gw_conn_move_run(struct gw_worker *w);
+/* Worker: adopts a connection another worker handed over, and goes on with its request. */
+void gw_conn_adopt(struct gw_worker *w, struct gw_conn *c);
 
 /* ---- allocator (memory.c) ---- */
 struct gw_memory_stats {

@@ -229,8 +229,14 @@ void gw_proxy_start(struct gw_conn *c, uint64_t role_id, const char *path, size_
     c->proxy = p;
     if (gw_proxy_send(p, NULL))
         return;
-    /* no tunnel here serves it */
     c->proxy = NULL;
+    /* no tunnel here serves it: a worker whose tunnels do takes the connection over */
+    struct gw_worker *other = c->moved ? NULL : gw_worker_serving(c->w->server, role_id, c->w);
+    if (other) {
+        gw_proxy_free(p);
+        gw_conn_move(c, other);
+        return;
+    }
     bool known = gw_role_known(c->w->server, role_id);
     if (known)
         GW_INC(c->w->metrics.no_tunnel);

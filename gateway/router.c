@@ -111,8 +111,8 @@ static size_t gw_cert_crl_urls(struct gw_conn *c, char (*urls)[TLS_URL_MAX], siz
 bool gw_router_wait_over(struct gw_conn *c)
 {
     const struct gw_dyn *d = c->w->dyn;
-    if (c->wait_kind == GW_WAIT_UPSTREAM)
-        return false; /* the answer comes from the tunnel, or the deadline */
+    if (c->wait_kind == GW_WAIT_UPSTREAM || c->wait_kind == GW_WAIT_MOVE)
+        return false; /* the answer comes from the tunnel (or another worker), or the deadline */
     if (c->wait_kind == GW_WAIT_KEYS)
         return d && d->entra && d->entra->forced_at != c->wait_mark;
     char urls[16][TLS_URL_MAX];

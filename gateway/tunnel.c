@@ -88,6 +88,51 @@ static void gw_roles_add(struct gw_server *s, const struct tunnel_hello_reply *r
     pthread_mutex_unlock(&s->roles_lock);
 }
 
+void gw_tunnel_served_update(struct gw_worker *w)
+{
+    uint64_t *ids = NULL;
+    size_t n = 0;
+    for (struct gw_tunnel *t = w->tunnels; t; t = t->next) {
+        if (t->state != GW_T_READY || t->dead || t->goaway)
+            continue;
+        for (unsigned i = 0; i < t->reply.nendpoints; i++) {
+            bool seen = false;
+            for (size_t j = 0; j < n && !seen; j++)
+                seen = ids[j] == t->reply.endpoints[i].role_id;
+            if (seen)
+                continue;
+            uint64_t *grown = realloc(ids, (n + 1) * sizeof(*ids));
+            if (!grown)
+                break;
+            ids = grown;
+            ids[n++] = t->reply.endpoints[i].role_id;
+        }
+    }
+    struct gw_server *s = w->server;
+    pthread_mutex_lock(&s->roles_lock);
+    free(w->served);
+    w->served = ids;
+    w->nserved = n;
+    pthread_mutex_unlock(&s->roles_lock);
+}
+
+struct gw_worker *gw_worker_serving(struct gw_server *s, uint64_t role_id,
+                                    const struct gw_worker *not)
+{
+    struct gw_worker *found = NULL;
+    pthread_mutex_lock(&s->roles_lock);
+    for (unsigned k = 0; k < s->nworkers && !found; k++) {
+        struct gw_worker *w = &s->workers[k];
+        if (w == not || !w->mq)
+            continue;
+        for (size_t j = 0; j < w->nserved && !found; j++)
+            if (w->served[j] == role_id)
+                found = w;
+    }
+    pthread_mutex_unlock(&s->roles_lock);
+    return found;
+}
+
 bool gw_role_known(struct gw_server *s, uint64_t role_id)
 {
     bool seen = false;
@@ -128,9 +173,12 @@ static void gw_tunnel_free(struct gw_tunnel *t)
     if (t->counted)
         GW_DEC(w->metrics.tunnels_open);
     atomic_fetch_sub(&w->ntunnels, 1);
+    bool was_serving = t->state == GW_T_READY;
     free(t->hello_body);
     gw_snapshot_unref(t->snap);
     free(t);
+    if (was_serving)
+        gw_tunnel_served_update(w);
 }
 
 static void gw_tunnel_close(struct gw_tunnel *t, const char *why)
@@ -269,8 +317,10 @@ static int gw_t_on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, v
         return 0;
     case NGHTTP2_GOAWAY:
         t->goaway = true; /* open streams finish; new requests go elsewhere */
-        if (t->state == GW_T_READY)
+        if (t->state == GW_T_READY) {
             t->state = GW_T_CLOSING;
+            gw_tunnel_served_update(t->w);
+        }
         return 0;
     case NGHTTP2_HEADERS:
     case NGHTTP2_DATA:
@@ -521,6 +571,7 @@ static void gw_tunnel_hello_done(struct gw_tunnel *t)
     GW_INC(t->w->metrics.tunnels_open);
     GW_INC(t->w->metrics.tunnels_total);
     gw_roles_add(t->w->server, &t->reply);
+    gw_tunnel_served_update(t->w);
     char roles[200] = "";
     size_t o = 0;
     for (unsigned i = 0; i < t->reply.nendpoints && o + 32 < sizeof(roles); i++)

@@ -173,6 +173,13 @@ static void gw_worker_set_max_conns(struct gw_worker *w)
     w->max_conns = (unsigned)per;
 }
 
+static void gw_worker_move_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    gw_conn_move_run(arg);
+}
+
 static void gw_worker_check_drained(struct gw_worker *w)
 {
     if (w->draining && w->conns.count == 0) {
@@ -207,6 +214,9 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
         gw_dyn_unref(old);
         break;
     }
+    case GW_MSG_CONN:
+        gw_conn_adopt(w, msg->arg);
+        break;
     case GW_MSG_TUNNEL: {
         int *fd = msg->arg;
         gw_tunnel_accept(w, *fd);
@@ -252,6 +262,7 @@ int gw_worker_start(struct gw_worker *w)
     if (!w->mq || !w->scratch)
         return -1;
     w->accept_pause = evtimer_new(w->base, gw_worker_resume_cb, w);
+    w->move_ev = event_new(w->base, -1, 0, gw_worker_move_cb, w);
     gw_worker_set_max_conns(w);
     if (gw_worker_listen(w, err, sizeof(err)) != 0) {
         LOG_ERROR("%s", err);
@@ -277,6 +288,9 @@ void gw_worker_join(struct gw_worker *w)
     w->mq = NULL;
     if (w->accept_pause)
         event_free(w->accept_pause);
+    if (w->move_ev)
+        event_free(w->move_ev);
+    free(w->served);
     event_base_free(w->base);
     free(w->scratch);
     gw_snapshot_unref(w->snap);
