@@ -498,7 +498,7 @@ static bool tls_crl_fetch_one(struct tls_crl_cache *c, size_t i, int64_t now)
     e->attempted = true;
     e->last_result = res;
     e->results[res]++;
-    snprintf(e->last_error, sizeof(e->last_error), "%s", why);
+    snprintf(e->last_error, sizeof(e->last_error), "%.199s", why);
     char deltas[8][TLS_URL_MAX];
     size_t ndeltas = 0;
     if (res == TLS_CRL_OK) {

@@ -136,12 +136,12 @@ class Connector(Proc):
             cfg.setdefault(sec, {}).update(kv)
         return cfg
 
-    def start(self, wait_tunnels=1, timeout=20):
+    def start(self, wait_tunnels=1, timeout=20, gateway=None):
         with open(self.config_path, "w") as f:
             f.write(ct.ini_text(self.config()))
         self.spawn([CONNECTOR, "-c", self.config_path])
         if wait_tunnels:
-            self.wait_tunnels(wait_tunnels, timeout)
+            self.wait_tunnels(wait_tunnels, timeout, gateway)
         return self
 
     def metrics(self):
@@ -156,11 +156,24 @@ class Connector(Proc):
         except (OSError, RuntimeError):
             return 0
 
-    def wait_tunnels(self, n, timeout=20):
+    def wait_tunnels(self, n, timeout=20, gateway=None):
+        """Until the connector holds n tunnels (and, with `gateway`, that gateway counts n
+        tunnels up: the connector counts one when it answers the hello, the gateway when the
+        answer arrives)."""
         ok = ct.wait_until(lambda: not self.running() or self.tunnels() >= n, ct.t(timeout))
         if not self.running() or not ok:
             raise RuntimeError(f"connector has {self.tunnels()} tunnel(s), wanted {n}:\n"
                                f"{self.stderr()[-3000:]}")
+        if gateway is not None:
+            wait_gateway_tunnels(gateway, n, timeout)
+
+
+def wait_gateway_tunnels(gw, n, timeout=20):
+    """Until the gateway counts at least n tunnels up (hello answered)."""
+    ok = ct.wait_until(lambda: gw.metrics().sum("cmg_tunnels_open") >= n, ct.t(timeout))
+    if not ok:
+        raise RuntimeError(f"gateway has {gw.metrics().sum('cmg_tunnels_open')} tunnel(s) up, "
+                           f"wanted {n}:\n{gw.stderr()[-3000:]}")
 
 
 def tunnel_gateway(pki=None, workers=1, extra=None, name="gw"):
