@@ -152,6 +152,8 @@ void gw_tunnel_listen_stop(struct gw_server *s);
 /* Worker: takes over an accepted tunnel socket (TLS handshake, HTTP/2, hello). */
 void gw_tunnel_accept(struct gw_worker *w, int fd);
 void gw_tunnel_close_all(struct gw_worker *w, bool graceful);
+/* Worker: new CRLs arrived; tunnels whose connection point they revoke are closed. */
+void gw_tunnel_dyn_changed(struct gw_worker *w);
 /* A live tunnel of this worker that serves role_id (round robin), NULL if none. */
 struct gw_tunnel *gw_tunnel_pick(struct gw_worker *w, uint64_t role_id, const struct gw_tunnel *not);
 /* True when some connector (on any worker) has said it serves role_id. */

@@ -155,23 +155,36 @@ static int gw_refresher_apply(struct gw_refresher *r, const struct gw_snapshot *
                               size_t errlen)
 {
     const struct auth_settings *a = &snap->cfg.auth;
-    bool crls = snap->client_trust && a->verify_revocation && a->crl_fetch;
+    /* CRLs are fetched for the CAs of client certificates and of connection points alike */
+    bool client = snap->client_trust && a->verify_revocation;
+    bool tunnel = snap->tunnel_trust && snap->cfg.tunnel_verify_revocation;
+    bool crls = (client || tunnel) && a->crl_fetch;
+    STACK_OF(X509) *cas = sk_X509_new_null();
+    const struct tls_client_trust *trusts[2] = {client ? snap->client_trust : NULL,
+                                                tunnel ? snap->tunnel_trust : NULL};
+    for (int k = 0; k < 2 && cas; k++)
+        for (int i = 0; trusts[k] && i < sk_X509_num(tls_client_trust_cas(trusts[k])); i++)
+            sk_X509_push(cas, sk_X509_value(tls_client_trust_cas(trusts[k]), i));
     struct tls_crl_policy cp = {.refresh_max = a->crl_refresh_max / 1000,
                                 .timeout_ms = a->fetch_timeout};
     if (crls && !r->crl) {
         char dir[PATH_MAX];
         snprintf(dir, sizeof(dir), "%s/crl", r->dir);
-        r->crl = tls_crl_cache_new(dir, tls_client_trust_cas(snap->client_trust), &cp, err,
-                                   errlen);
-        if (!r->crl)
+        r->crl = tls_crl_cache_new(dir, cas, &cp, err, errlen);
+        if (!r->crl) {
+            sk_X509_free(cas);
             return -1;
-    } else if (r->crl && snap->client_trust) {
-        tls_crl_cache_set_trust(r->crl, tls_client_trust_cas(snap->client_trust), &cp);
+        }
+    } else if (r->crl && crls) {
+        tls_crl_cache_set_trust(r->crl, cas, &cp);
     }
+    sk_X509_free(cas); /* the cache took its own references */
     r->fetch_crls = crls;
-    if (crls) {
+    for (int k = 0; crls && k < 2; k++) {
+        if (!trusts[k])
+            continue;
         char urls[32][TLS_URL_MAX];
-        size_t n = tls_client_trust_ca_crl_urls(snap->client_trust, urls, 32);
+        size_t n = tls_client_trust_ca_crl_urls(trusts[k], urls, 32);
         for (size_t i = 0; i < n; i++)
             tls_crl_cache_want(r->crl, urls[i]);
     }
@@ -224,9 +237,10 @@ int gw_refresher_start(struct gw_server *s, char *err, size_t errlen)
     const char *dir = s->snap->cfg.auth.cache_dir;
     r->dir = strdup(dir && *dir ? dir : "cache");
     s->refresher = r;
-    bool needed = (s->snap->client_trust && s->snap->cfg.auth.verify_revocation &&
-                   s->snap->cfg.auth.crl_fetch) ||
-                  s->snap->nentra_tenants;
+    bool needed = ((s->snap->client_trust && s->snap->cfg.auth.verify_revocation) ||
+                   (s->snap->tunnel_trust && s->snap->cfg.tunnel_verify_revocation)) ?
+                      s->snap->cfg.auth.crl_fetch || s->snap->nentra_tenants
+                      : s->snap->nentra_tenants > 0;
     if (needed && gw_mkdir_p(r->dir) != 0) {
         snprintf(err, errlen, "%s: auth.cache_dir: cannot create %s: %s", s->config_path, r->dir,
                  strerror(errno));

@@ -773,6 +773,27 @@ void gw_tunnel_accept(struct gw_worker *w, int fd)
     event_add(t->timer, &tv);
 }
 
+void gw_tunnel_dyn_changed(struct gw_worker *w)
+{
+    STACK_OF(X509_CRL) *changed = w->dyn ? w->dyn->changed : NULL;
+    if (!changed || sk_X509_CRL_num(changed) == 0)
+        return;
+    struct gw_tunnel *t = w->tunnels;
+    while (t) {
+        struct gw_tunnel *next = t->next;
+        SSL *ssl = t->bev ? bufferevent_openssl_get_ssl(t->bev) : NULL;
+        X509 *peer = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+        bool revoked = false;
+        for (int i = 0; peer && !revoked && i < sk_X509_CRL_num(changed); i++)
+            revoked = tls_crl_revokes(sk_X509_CRL_value(changed, i), peer);
+        if (revoked && t->snap->cfg.tunnel_verify_revocation) {
+            GW_INC(w->metrics.tunnels_lost);
+            gw_tunnel_close(t, "connection point certificate revoked by refreshed CRL");
+        }
+        t = next;
+    }
+}
+
 void gw_tunnel_close_all(struct gw_worker *w, bool graceful)
 {
     if (graceful) {

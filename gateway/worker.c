@@ -211,6 +211,7 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
         w->dyn = msg->arg;
         w->auth_gen++;
         gw_conn_dyn_changed(w);
+        gw_tunnel_dyn_changed(w);
         gw_dyn_unref(old);
         break;
     }
