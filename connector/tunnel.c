@@ -605,7 +605,9 @@ static int cn_on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, voi
     bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         s->body_ended = end;
-        if (s->is_hello)
+        /* Only the gateway's first stream on a tunnel is its hello; a client's request for a
+         * path that looks like one goes to the management point like any other. */
+        if (s->is_hello && !s->has_role && t->state == CN_T_OPEN)
             cn_hello(s);
         else
             cn_request(s);

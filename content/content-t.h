@@ -2,6 +2,8 @@
 #ifndef CMG_CONTENT_T_H
 #define CMG_CONTENT_T_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* What a Range header asks of a representation of known size. */
@@ -13,6 +15,92 @@ enum content_range_result {
 
 struct content_range {
     uint64_t first, last; /* inclusive, valid for CONTENT_RANGE_PARTIAL */
+};
+
+/* ---- BranchCache / PeerDist ([MS-PCCRC] Content Information, [MS-PCCRTP] HTTP) ---- */
+
+/* Content Information versions; also bits of a set ("versions"). */
+enum content_pd_version {
+    CONTENT_PD_V1 = 1 << 0, /* CI 1.0: SHA-256, 64 KiB blocks in 32 MiB segments */
+    CONTENT_PD_V2 = 1 << 1, /* CI 2.0: truncated SHA-512, segments of at most 128 KiB */
+};
+
+#define CONTENT_PD_HASH_LEN 32              /* every hash in the CIs we emit */
+#define CONTENT_PD_V1_BLOCK 65536u          /* [MS-PCCRC] 2.1 */
+#define CONTENT_PD_V1_SEGMENT 33554432u     /* 32 MiB, [MS-PCCRC] 2.1 */
+#define CONTENT_PD_V2_SEGMENT 65536u        /* our v2 segmentation (Windows' chunker is secret) */
+#define CONTENT_PD_V2_SEGMENT_MAX 131072u   /* cbSegment bound, [MS-PCCRC] 2.4.1.2 */
+#define CONTENT_PD_MAX_CONTENT (1ull << 40) /* 1 TiB: a v1 CI is then 512 MiB */
+#define CONTENT_PD_KEY_MAX 1024             /* bytes of a server secret key we accept */
+#define CONTENT_PD_EXPORT_MAX 4096          /* bytes of a netsh exportkey file we read */
+#define CONTENT_PD_CODING "peerdist"        /* the Content-Encoding value */
+
+/* Errors of the content_pd_ functions: 0 or one of these. */
+enum content_pd_error {
+    CONTENT_PD_OK = 0,
+    CONTENT_PD_EINVAL = -1,  /* bad argument, or a call out of order */
+    CONTENT_PD_ENOMEM = -2,  /* allocation failed */
+    CONTENT_PD_ECRYPTO = -3, /* an OpenSSL call failed */
+    CONTENT_PD_ETOOBIG = -4, /* content beyond CONTENT_PD_MAX_CONTENT */
+    CONTENT_PD_ERANGE = -5,  /* the range is not inside the content */
+    CONTENT_PD_ENOSPC = -6,  /* the output buffer is too small */
+    CONTENT_PD_ENOVER = -7,  /* the hashes were not computed for that CI version */
+};
+
+/* The server secret Ks of both CI versions, derived from the server secret key ([MS-PCCRC]
+ * 2.5, the "passphrase" of netsh). A plain value: copy it freely, wipe it with
+ * content_pd_secret_clear(). Only `id` may be read outside peerdist-key.c. */
+struct content_pd_secret {
+    uint8_t id[8];      /* public fingerprint of the key: logs, and tags data derived from it */
+    uint8_t _ks_v1[32]; /* SHA-256(key) */
+    uint8_t _ks_v2[32]; /* SHA-512(key), first 32 bytes */
+};
+
+/* What a content_pd_hasher computes; see content_pd_hasher_new(). */
+struct content_pd_hasher_opts {
+    unsigned versions;   /* CONTENT_PD_V1 and/or CONTENT_PD_V2 */
+    uint64_t size_hint;  /* expected content length (0: unknown); sizes the tables once */
+    uint32_t v2_segment; /* v2 segment length, 1..CONTENT_PD_V2_SEGMENT_MAX; 0: the default */
+};
+
+/* The request as the PeerDist decision sees it. Header values are the field values with
+ * repeated lines joined by ", "; NULL means the header is absent. All pointers are borrowed
+ * for the duration of content_pd_decide(). */
+struct content_pd_request {
+    const char *accept_encoding; /* Accept-Encoding */
+    size_t accept_encoding_len;
+    const char *peerdist; /* X-P2P-PeerDist */
+    size_t peerdist_len;
+    const char *peerdist_ex; /* X-P2P-PeerDistEx */
+    size_t peerdist_ex_len;
+    uint64_t entity_length; /* the identity entity's length (ContentLength= of the reply) */
+    bool is_get;            /* the method is GET */
+    bool is_full_entity;    /* the stored or origin response is a 200 with the whole entity */
+    bool has_validator;     /* that response has an ETag or a Last-Modified */
+    bool has_range;         /* the request has a Range header that would be honoured */
+    bool has_hashes;        /* the entity's hashes are computed */
+};
+
+/* The gateway's PeerDist settings. */
+struct content_pd_policy {
+    unsigned versions; /* CI versions offered; 0 turns PeerDist off */
+    bool range_ci;     /* answer Range + peerdist with a CI of the range, not identity 206 */
+};
+
+enum content_pd_action {
+    CONTENT_PD_IDENTITY = 0,       /* the ordinary response, nothing added */
+    CONTENT_PD_IDENTITY_MAKE_HASH, /* the ordinary response + X-P2P-PeerDistEx: d.peerdist_ex */
+    CONTENT_PD_SERVE,              /* 200, Content-Encoding: peerdist, the CI as the body */
+};
+
+struct content_pd_decision {
+    enum content_pd_action action;
+    enum content_pd_version ci_version; /* SERVE: the CI version to send */
+    bool is_range;                      /* SERVE: the CI covers the request's range only */
+    bool vary;                          /* add Vary: Accept-Encoding to the response */
+    const char *reason;                 /* static text for the log line */
+    const char *peerdist_ex;            /* IDENTITY_MAKE_HASH: the X-P2P-PeerDistEx value */
+    char peerdist[64]; /* SERVE: the X-P2P-PeerDist value, "Version=1.1, ContentLength=N" */
 };
 
 #endif

@@ -1,9 +1,10 @@
 /* content: the gateway as cloud distribution point (stores, cache, content location service,
- * BranchCache). Sans-I/O pieces first: Range handling. */
+ * BranchCache). Sans-I/O pieces first: Range handling, PeerDist hashes and decisions. */
 #ifndef CMG_CONTENT_H
 #define CMG_CONTENT_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "content-t.h"
 
@@ -16,5 +17,80 @@ enum content_range_result content_range_eval(const char *value, size_t len, uint
  * without the space). Returns the length or -1. */
 int content_range_format(enum content_range_result r, const struct content_range *range,
                          uint64_t size, char *buf, size_t len);
+
+/* ---- PeerDist: Content Information (peerdist.c) ----
+ *
+ * A hasher is fed the entity's bytes once, in pieces of any size, as a cache fills; finishing
+ * it gives the hashes, which do not depend on the server secret. Binding a secret adds the
+ * segment secrets; CI bytes for the whole entity or a range are then written from memory. */
+
+struct content_pd_hasher;
+struct content_pd_hashes;
+
+/* A hasher for the versions in o (NULL: both CI versions, default v2 segments). Free it with
+ * content_pd_hasher_free(). NULL when out of memory or o is invalid. */
+struct content_pd_hasher *content_pd_hasher_new(const struct content_pd_hasher_opts *o);
+/* The next len bytes of the entity. After a failure the hasher only reports that failure. */
+int content_pd_hasher_update(struct content_pd_hasher *h, const void *data, size_t len);
+/* Ends the current v2 segment here (no effect on v1): for segment boundaries chosen by
+ * someone else, such as a Windows server's chunker. */
+int content_pd_hasher_cut(struct content_pd_hasher *h);
+/* Ends the entity. On success *out is the caller's, to be released with
+ * content_pd_hashes_free(); the hasher can then only be freed. */
+int content_pd_hasher_finish(struct content_pd_hasher *h, struct content_pd_hashes **out);
+void content_pd_hasher_free(struct content_pd_hasher *h);
+
+/* Computes and keeps every segment secret (Kp) for s, tagged with s->id. Not thread-safe:
+ * bind before the hashes are shared. After a key change CIs asked for with the new key are
+ * still right, their Kp computed per request, until hashes bound to it replace these. */
+int content_pd_hashes_bind(struct content_pd_hashes *h, const struct content_pd_secret *s);
+void content_pd_hashes_free(struct content_pd_hashes *h);
+uint64_t content_pd_hashes_size(const struct content_pd_hashes *h);
+/* Versions computed (CONTENT_PD_V1 | CONTENT_PD_V2 bits) and segment counts. */
+unsigned content_pd_hashes_versions(const struct content_pd_hashes *h);
+size_t content_pd_hashes_segments(const struct content_pd_hashes *h, enum content_pd_version v);
+
+/* The exact length of the CI of version v for range r (NULL: the whole entity), or a negative
+ * content_pd_error. A range is inclusive, as content_range_eval() returns it. */
+ssize_t content_pd_ci_size(const struct content_pd_hashes *h, enum content_pd_version v,
+                           const struct content_range *r);
+/* Writes that CI into buf; returns its length or a negative content_pd_error. Segment secrets
+ * come from the binding when it was made with the same key, otherwise they are computed now.
+ * Safe to call from several threads on the same hashes. */
+ssize_t content_pd_ci_write(const struct content_pd_hashes *h, enum content_pd_version v,
+                            const struct content_range *r, const struct content_pd_secret *s,
+                            uint8_t *buf, size_t len);
+/* The public segment ID (HoHoDk) of segment i, as peers announce it: for logs and for
+ * comparing with a Windows server's peers. */
+int content_pd_segment_id(const struct content_pd_hashes *h, enum content_pd_version v, size_t i,
+                          const struct content_pd_secret *s, uint8_t out[CONTENT_PD_HASH_LEN]);
+const char *content_pd_strerror(int err);
+
+/* ---- PeerDist: the server secret (peerdist-key.c) ----
+ * Setup code: each returns 0, or -1 with a message for the operator in err. */
+
+/* From the secret key's bytes (what netsh exports; 1..CONTENT_PD_KEY_MAX bytes). */
+int content_pd_secret_from_key(struct content_pd_secret *s, const uint8_t *key, size_t len,
+                               char *err, size_t errlen);
+/* From the secret key in hexadecimal (case-insensitive, no separators). */
+int content_pd_secret_from_hex(struct content_pd_secret *s, const char *hex, char *err,
+                               size_t errlen);
+/* From the bytes of a `netsh branchcache exportkey` file and the password given to netsh
+ * (UTF-8 here; netsh takes it as UTF-16). */
+int content_pd_secret_from_export(struct content_pd_secret *s, const uint8_t *file, size_t len,
+                                  const char *password, char *err, size_t errlen);
+/* The same, reading the file at path. */
+int content_pd_secret_load_export(struct content_pd_secret *s, const char *path,
+                                  const char *password, char *err, size_t errlen);
+void content_pd_secret_clear(struct content_pd_secret *s);
+
+/* ---- PeerDist: HTTP ([MS-PCCRTP], peerdist-http.c) ---- */
+
+/* Decides how to answer a request (the procedure of docs/peerdist.md): serve the CI, the
+ * ordinary response, or the ordinary response with the "make hash" hint. Malformed or
+ * unsupported headers give the ordinary response. Returns d->action. */
+enum content_pd_action content_pd_decide(const struct content_pd_request *rq,
+                                         const struct content_pd_policy *p,
+                                         struct content_pd_decision *d);
 
 #endif

@@ -1,7 +1,8 @@
-/* cmgctl: the operator's tool. It writes a development PKI and rotates the session-ticket key
- * file that every gateway instance shares. Exit status: 0 done, 1 the operation failed (the
- * reason on stderr), 2 bad usage. */
+/* cmgctl: the operator's tool. It writes a development PKI, rotates the session-ticket key file
+ * that every gateway instance shares, and computes BranchCache Content Information. Exit status:
+ * 0 done, 1 the operation failed (the reason on stderr), 2 bad usage. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -18,9 +19,12 @@
 #include <jansson.h>
 #include <openssl/rand.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "auth.h"
+#include "content.h"
 #include "jwt.h"
 #include "core.h"
 #include "tls.h"
@@ -44,6 +48,8 @@ static const char usage_text[] =
     "       cmgctl token issue site|bulk --key KEY --cert CERT --hierarchy ID [--lifetime T]\n"
     "                  [--unique-id ID]\n"
     "       cmgctl token verify -c GATEWAY.INI TOKEN|- [--path /CCM_STS]\n"
+    "       cmgctl content peerdist FILE --version 1.0|2.0\n"
+    "                  (--secret-hex HEX | --key-file KEYFILE --password PW) [--hex]\n"
     "       cmgctl version\n"
     "       cmgctl --help\n"
     "\n"
@@ -82,6 +88,15 @@ static const char usage_text[] =
     "    standard input (keeps it out of shell history). --path: the request path after the\n"
     "    role id (bulk tokens count only on /CCM_STS and registration; default: allowed).\n"
     "    Exit status: 0 accepted, 1 rejected, 2 unusable input.\n"
+    "\n"
+    "content peerdist FILE\n"
+    "    Writes FILE's BranchCache Content Information, the body the gateway sends with\n"
+    "    Content-Encoding: peerdist, to standard output: binary, or hex with --hex (32 bytes\n"
+    "    a line). The server secret is the BranchCache key, in hex (--secret-hex) or as\n"
+    "    `netsh branchcache exportkey` wrote it (--key-file with its --password). Given as\n"
+    "    -, HEX or PW is read from standard input (out of shell history and ps). CI 1.0 is\n"
+    "    byte for byte what a Windows server with the same key sends; CI 2.0 cuts 64 KiB\n"
+    "    segments where Windows uses its own chunker.\n"
     "\n"
     "Exit status: 0 done, 1 failed, 2 bad usage.\n";
 
@@ -721,6 +736,198 @@ out:
     return rc;
 }
 
+/* ---- content ---- */
+
+/* A secret given as "-": the first line of standard input, without its line end. */
+static const char *stdin_line(char *buf, size_t len)
+{
+    if (!fgets(buf, (int)len, stdin))
+        return NULL;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return buf;
+}
+
+/* Takes the option `flag`, which has no value and so is unknown to parse_args, out of argv:
+ * not where it is the value of one of opts, nor after "--". Returns the new argc. */
+static int take_flag(const char *flag, int argc, char **argv, const struct opt *opts, bool *set)
+{
+    int n = 0, i;
+
+    for (i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], flag) == 0) {
+            *set = true;
+            continue;
+        }
+        argv[n++] = argv[i];
+        for (const struct opt *o = opts; o->name && i + 1 < argc; o++)
+            if (strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i] + 2, o->name) == 0) {
+                argv[n++] = argv[++i];
+                break;
+            }
+    }
+    while (i < argc)
+        argv[n++] = argv[i++];
+    return n;
+}
+
+/* Feeds the file at path to a hasher; returns the hashes or NULL (printed). */
+static struct content_pd_hashes *hash_file(const char *path, enum content_pd_version v)
+{
+    const size_t chunk = 1u << 20;
+    struct content_pd_hasher_opts o = {v, 0, 0};
+    struct content_pd_hasher *h = NULL;
+    struct content_pd_hashes *hs = NULL;
+    uint8_t *buf = malloc(chunk);
+    struct stat st;
+    ssize_t n;
+    int rc = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        fprintf(stderr, "cmgctl: %s: %s\n", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "cmgctl: %s: not a regular file\n", path);
+        goto out;
+    }
+    o.size_hint = (uint64_t)st.st_size;
+    h = content_pd_hasher_new(&o);
+    if (!buf || !h) {
+        fprintf(stderr, "cmgctl: out of memory\n");
+        goto out;
+    }
+    while ((n = read(fd, buf, chunk)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fprintf(stderr, "cmgctl: %s: %s\n", path, strerror(errno));
+            goto out;
+        }
+        if ((rc = content_pd_hasher_update(h, buf, (size_t)n)) != 0)
+            break;
+    }
+    if (rc == 0)
+        rc = content_pd_hasher_finish(h, &hs);
+    if (rc)
+        fprintf(stderr, "cmgctl: %s: %s\n", path, content_pd_strerror(rc));
+out:
+    if (fd >= 0)
+        close(fd);
+    content_pd_hasher_free(h);
+    free(buf);
+    return hs;
+}
+
+/* 32 bytes a line, like `xxd -p -c 32`. */
+static void write_hex(const uint8_t *p, size_t len)
+{
+    char line[66];
+
+    for (size_t i = 0; i < len; i += 32) {
+        size_t n = len - i < 32 ? len - i : 32, k;
+        for (k = 0; k < n; k++)
+            snprintf(line + 2 * k, 3, "%02x", p[i + k]);
+        line[2 * k] = '\n';
+        fwrite(line, 1, 2 * k + 1, stdout);
+    }
+}
+
+static int cmd_content_peerdist(int argc, char **argv)
+{
+    const char *path, *version = NULL, *secret_hex = NULL, *key_file = NULL, *password = NULL;
+    bool hex = false;
+    const struct opt opts[] = {{"version", &version, 0},
+                               {"secret-hex", &secret_hex, 0},
+                               {"key-file", &key_file, 0},
+                               {"password", &password, 0},
+                               {NULL, NULL, 0}};
+    struct content_pd_secret secret;
+    struct content_pd_hashes *hs = NULL;
+    enum content_pd_version v;
+    char err[512], line[2 * CONTENT_PD_KEY_MAX + 4];
+    uint8_t *ci = NULL;
+    ssize_t n;
+    int rc;
+
+    argc = take_flag("--hex", argc, argv, opts, &hex);
+    rc = parse_args("content peerdist", "FILE", argc, argv, opts, &path);
+
+    if (rc < 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (!version)
+        return usage_error("content peerdist: --version 1.0 or 2.0 is required");
+    if (strcmp(version, "1.0") == 0)
+        v = CONTENT_PD_V1;
+    else if (strcmp(version, "2.0") == 0)
+        v = CONTENT_PD_V2;
+    else
+        return usage_error("content peerdist: --version \"%s\": use 1.0 or 2.0", version);
+    if (!secret_hex == !key_file)
+        return usage_error("content peerdist: give the server secret key with --secret-hex HEX, "
+                           "or --key-file FILE with --password PW");
+    if (key_file && !password)
+        return usage_error("content peerdist: --key-file needs the --password given to netsh");
+    if (secret_hex && password)
+        return usage_error("content peerdist: --password goes with --key-file");
+    if (!hex && isatty(STDOUT_FILENO))
+        return usage_error("content peerdist: the Content Information is binary; redirect "
+                           "standard output or add --hex");
+    if (secret_hex && strcmp(secret_hex, "-") == 0 && !(secret_hex = stdin_line(line, sizeof line)))
+        return usage_error("content peerdist: --secret-hex -: nothing on standard input");
+    if (password && strcmp(password, "-") == 0 && !(password = stdin_line(line, sizeof line)))
+        return usage_error("content peerdist: --password -: nothing on standard input");
+    if (secret_hex) {
+        rc = content_pd_secret_from_hex(&secret, secret_hex, err, sizeof err);
+        OPENSSL_cleanse(line, sizeof line);
+        if (rc)
+            return usage_error("content peerdist: --secret-hex: %s", err);
+    } else {
+        rc = content_pd_secret_load_export(&secret, key_file, password, err, sizeof err);
+        OPENSSL_cleanse(line, sizeof line);
+        if (rc)
+            return op_error(err);
+    }
+    rc = EXIT_FAILURE;
+    hs = hash_file(path, v);
+    if (!hs)
+        goto out;
+    n = content_pd_ci_size(hs, v, NULL);
+    ci = n > 0 ? malloc((size_t)n) : NULL;
+    if (!ci) {
+        fprintf(stderr, "cmgctl: out of memory\n");
+        goto out;
+    }
+    n = content_pd_ci_write(hs, v, NULL, &secret, ci, (size_t)n);
+    if (n < 0) {
+        fprintf(stderr, "cmgctl: %s: %s\n", path, content_pd_strerror((int)n));
+        goto out;
+    }
+    if (hex)
+        write_hex(ci, (size_t)n);
+    else
+        fwrite(ci, 1, (size_t)n, stdout);
+    fprintf(stderr,
+            "cmgctl: %s: %llu bytes, Content Information %s: %zu segment%s, %zd bytes, key id "
+            "%02x%02x%02x%02x%02x%02x%02x%02x%s\n",
+            path, (unsigned long long)content_pd_hashes_size(hs), version,
+            content_pd_hashes_segments(hs, v), content_pd_hashes_segments(hs, v) == 1 ? "" : "s", n,
+            secret.id[0], secret.id[1], secret.id[2], secret.id[3], secret.id[4], secret.id[5],
+            secret.id[6], secret.id[7],
+            content_pd_hashes_size(hs) ? "" : " (empty content: servers send it without peerdist)");
+    rc = 0;
+out:
+    free(ci);
+    content_pd_hashes_free(hs);
+    content_pd_secret_clear(&secret);
+    return rc;
+}
+
 static int cmd_version(int argc, char **argv)
 {
     (void)argv;
@@ -758,6 +965,9 @@ static int run(int argc, char **argv)
         return is(sub, "issue")    ? cmd_token_issue(argc - 3, argv + 3)
                : is(sub, "verify") ? cmd_token_verify(argc - 3, argv + 3)
                                    : usage_error("token: expected \"issue\" or \"verify\"");
+    if (is(cmd, "content"))
+        return is(sub, "peerdist") ? cmd_content_peerdist(argc - 3, argv + 3)
+                                   : usage_error("content: expected \"peerdist\"");
     if (is(cmd, "tickets"))
         return is(sub, "rotate") ? cmd_tickets_rotate(argc - 3, argv + 3)
                                  : usage_error("tickets: expected \"rotate\"");

@@ -734,6 +734,9 @@ void gw_tunnel_accept(struct gw_worker *w, int fd)
         atomic_fetch_sub(&w->ntunnels, 1);
         return;
     }
+    /* No read-ahead on tunnels: libevent's TLS reader stops while only SSL_pending() says
+     * more is there, so a second record read ahead would wait for the next packet. */
+    SSL_set_read_ahead(ssl, 0);
     static uint64_t next_id; /* per process is enough: only for log lines */
     t->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
     t->w = w;

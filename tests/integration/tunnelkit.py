@@ -5,13 +5,16 @@ by PID, with bounded waits."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
 import cmgtest as ct
 
-MPSIM = ct._find_binary("CMG_MPSIM", "build/default/mpsim/cmg-mpsim")
-CONNECTOR = ct._find_binary("CMG_CONNECTOR", "build/default/connector/cmg-connector")
+# Absolute: the processes run in their own directories (a relative CMG_* path would break).
+MPSIM = os.path.abspath(ct._find_binary("CMG_MPSIM", "build/default/mpsim/cmg-mpsim"))
+CONNECTOR = os.path.abspath(ct._find_binary("CMG_CONNECTOR",
+                                            "build/default/connector/cmg-connector"))
 
 MP_ROLE = "72057594037927939"
 SUP_ROLE = "72057594037927941"
@@ -68,12 +71,13 @@ class Proc:
 
 
 class MpSim(Proc):
-    def __init__(self, hold="30s", policy_size=4096, extra=()):
+    def __init__(self, hold="30s", policy_size=4096, extra=(), quiet=True):
         super().__init__("mpsim")
         self.port = ct.free_port()
         self.hold = hold
         self.policy_size = policy_size
         self.extra = list(extra)
+        self.quiet = quiet  # False: one log line per answer on stderr ("c7 HEAD /echo 200 0")
 
     @property
     def url(self):
@@ -82,8 +86,8 @@ class MpSim(Proc):
     def start(self, timeout=15):
         ready = os.path.join(self.dir, "ready")
         self.spawn([MPSIM, "--listen", f"127.0.0.1:{self.port}", "--hold", self.hold,
-                    "--policy-size", str(self.policy_size), "--ready-file", ready, "--quiet"]
-                   + self.extra)
+                    "--policy-size", str(self.policy_size), "--ready-file", ready]
+                   + (["--quiet"] if self.quiet else []) + self.extra)
         ok = ct.wait_until(lambda: os.path.exists(ready) or not self.running(), ct.t(timeout))
         if not (ok and self.running()):
             raise RuntimeError(f"cmg-mpsim did not start:\n{self.stderr()[-2000:]}")
@@ -222,3 +226,106 @@ def wait_log(proc_text, pattern, timeout):
 
 def now():
     return time.monotonic()
+
+
+# --------------------------------------------------------------------------------------------
+# Clients, expected bodies, certificates and a CONNECT proxy (used by test_tunnel)
+
+def client_context(who="client-valid"):
+    """An SSLContext trusting the dev root CA that presents the dev PKI's `who` certificate
+    (who=None: no client certificate)."""
+    ctx = ct.client_context()
+    if who:
+        p = ct.pki()
+        ctx.load_cert_chain(os.path.join(p, f"{who}.crt"), os.path.join(p, f"{who}.key"))
+    return ctx
+
+
+PATTERN_PERIOD = bytes(((i * 131 + 7) & 0xFF) for i in range(256))
+
+
+def pattern(start, n):
+    """Bytes [start, start + n) of mpsim's /download pattern: byte i = (i * 131 + 7) & 0xff."""
+    off = start % 256
+    reps = (off + n) // 256 + 1
+    return (PATTERN_PERIOD * reps)[off:off + n]
+
+
+def policy_body(policy_id, size):
+    """mpsim's policy body: 32-byte block k is SHA-256("<policy id>:<k>")."""
+    import hashlib
+    blocks = (size + 31) // 32
+    return b"".join(hashlib.sha256(f"{policy_id}:{k}".encode()).digest()
+                    for k in range(blocks))[:size]
+
+
+def parse_multipart(content_type, body):
+    """[(part head text, part content)] of a multipart body."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        raise AssertionError(f"no boundary in {content_type!r}")
+    delim = b"--" + m.group(1).encode()
+    if not (body.startswith(delim + b"\r\n") and body.endswith(delim + b"--\r\n")):
+        raise AssertionError(f"not a multipart body: {body[:100]!r}...{body[-100:]!r}")
+    parts = []
+    for chunk in body[len(delim) + 2:-(len(delim) + 4)].split(b"\r\n" + delim + b"\r\n"):
+        head, _, content = chunk.partition(b"\r\n\r\n")
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        parts.append((head.decode("latin-1"), content))
+    return parts
+
+
+def cert_identity(path):
+    """(SHA-1 thumbprint upper-case hex, subject RFC 2253, issuer RFC 2253) of a PEM
+    certificate, from openssl (not the gateway's code)."""
+    import hashlib
+    out = ct.run(["openssl", "x509", "-in", path, "-noout", "-subject", "-issuer", "-nameopt",
+                  "RFC2253"], check=True).stdout
+    subject = re.search(r"^subject=\s*(.*)$", out, re.M).group(1).strip()
+    issuer = re.search(r"^issuer=\s*(.*)$", out, re.M).group(1).strip()
+    return hashlib.sha1(ct.pem_der(path)).hexdigest().upper(), subject, issuer
+
+
+TINYPROXY = os.environ.get("TINYPROXY") or "/usr/bin/tinyproxy"
+
+
+class TinyProxy(Proc):
+    """tinyproxy in the foreground on a free loopback port, allowing CONNECT to the given
+    ports only, logging CONNECTs to its own file (no syslog)."""
+
+    def __init__(self, connect_ports):
+        super().__init__("tinyproxy")
+        self.port = ct.free_port()
+        self.connect_ports = list(connect_ports)
+        self.conf_path = os.path.join(self.dir, "tinyproxy.conf")
+        self.log_path = os.path.join(self.dir, "tinyproxy.log")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=10):
+        lines = [f"Port {self.port}", "Listen 127.0.0.1", "Timeout 60", "Allow 127.0.0.1",
+                 "MaxClients 64", "LogLevel Connect", f'LogFile "{self.log_path}"',
+                 "Syslog Off", "DisableViaHeader Yes"]
+        lines += [f"ConnectPort {p}" for p in self.connect_ports]
+        with open(self.conf_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.spawn([TINYPROXY, "-d", "-c", self.conf_path])
+
+        def listening():
+            if not self.running():
+                return True
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+        ct.wait_until(listening, ct.t(timeout), interval=0.05)
+        if not self.running():
+            raise RuntimeError(f"tinyproxy exited:\n{self.stderr()[-2000:]}\n{self.log()}")
+        return self
+
+    def log(self):
+        return ct._read_text(self.log_path)
