@@ -450,10 +450,15 @@ static int gw_conn_flush(struct gw_conn *c)
     }
     if (c->proxy && progress)
         gw_proxy_client_drained(c); /* room again: the tunnel may send more */
-    /* Everything written: an idle connection keeps no buffers. */
-    free(c->out);
-    c->out = NULL;
-    c->out_off = c->out_len = c->out_cap = 0;
+    /* Everything written: an idle connection keeps no buffers (one streaming an answer
+     * through a tunnel keeps it for the next piece). */
+    if (c->proxy) {
+        c->out_off = c->out_len = 0;
+    } else {
+        free(c->out);
+        c->out = NULL;
+        c->out_off = c->out_len = c->out_cap = 0;
+    }
     c->send_deadline = 0;
     if (c->close_after) {
         gw_conn_linger(c, "response sent, closing");
