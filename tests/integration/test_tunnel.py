@@ -467,6 +467,33 @@ class TestClientCannotSpeakForTheGateway(unittest.TestCase):
 
 # --------------------------------------------------------------------------------------------
 
+class TestHandOver(unittest.TestCase):
+    """Two workers, one tunnel: a connection that lands on the worker without a tunnel is
+    handed to the one with it (through its queue) and its request is answered there."""
+
+    def test_requests_on_the_worker_without_a_tunnel_are_handed_over(self):
+        sim = tk.MpSim().start()
+        gw = cn = None
+        try:
+            gw = tk.tunnel_gateway(workers=2, name="gw-handover").start()
+            cn = tk.Connector([gw.tunnel_port], {MP: sim.url}, name="cn-one",
+                              extra={"connector": dict(FAST_PING, max_tunnels_per_instance="1")})
+            cn.start(wait_tunnels=1, gateway=gw)
+            self.assertEqual(gw_sum(gw, "cmg_tunnels_open"), 1)
+            bodies = set()
+            for i in range(20):  # new connections: SO_REUSEPORT spreads them over both workers
+                r, _ = call(gw, "GET", tk.path(MP, f"/SMS_MP/.sms_pol?handover{i % 2}"))
+                self.assertEqual(r.status, 200, r.raw_head)
+                bodies.add(r.body)
+            self.assertEqual(len(bodies), 2)
+            self.assertGreaterEqual(gw_sum(gw, "cmg_proxy_handovers_total"), 1,
+                                    "no connection landed on the worker without a tunnel")
+            self.assertEqual(gw_sum(gw, "cmg_proxy_no_tunnel_total"), 0)
+            assert_clean_stop(self, sim, gw, cn)
+        finally:
+            stop_all(sim, gw, cn)
+
+
 class TestLargeDownload(unittest.TestCase):
     """1 GiB to a client throttled at 50 MB/s (curl --limit-rate): every byte as the pattern
     says, while the gateway's and the connector's RSS stay flat.
