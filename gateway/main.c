@@ -159,6 +159,7 @@ static void gw_sigterm_cb(evutil_socket_t sig, short what, void *arg)
     LOG_INFO("signal %d: no new connections; draining for up to %llu ms", (int)sig,
              (unsigned long long)s->snap->cfg.drain_timeout);
     d->started = core_now_ms();
+    gw_tunnel_listen_stop(s); /* connection points find out at once (connection refused) */
     for (unsigned i = 0; i < s->nworkers; i++)
         gw_worker_post(&s->workers[i], GW_MSG_DRAIN, NULL);
     struct timeval tv = {0, 50 * 1000};

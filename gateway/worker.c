@@ -184,6 +184,8 @@ static void gw_worker_check_drained(struct gw_worker *w)
 {
     if (w->draining && w->conns.count == 0) {
         w->draining = false; /* report once */
+        /* no request is left to carry: tell the connection points (GOAWAY) */
+        gw_tunnel_close_all(w, true);
         atomic_fetch_add(&w->server->workers_drained, 1);
     }
 }
