@@ -193,6 +193,23 @@ void gw_tunnel_flush(struct gw_tunnel *t);
 /* proxy.c: the data provider reads request body bytes for a stream. */
 ssize_t gw_proxy_read_body(struct gw_proxy *p, uint8_t *buf, size_t len, bool *eof);
 
+/* ---- accepted bearer tokens, per worker (router.c) ----
+ * A client sends the same token on every request of its session: its verdict is kept until
+ * the token expires (or keys, block list or configuration change), so the signature is
+ * checked once, not per request. Bulk tokens are not kept (their verdict depends on the path). */
+#define GW_TOKEN_CACHE 1024
+struct gw_token_entry {
+    uint64_t hash;
+    char *token; /* owned copy */
+    uint32_t len;
+    uint32_t auth_gen;     /* the worker's auth_gen when judged */
+    uint64_t snap_gen;     /* the snapshot generation when judged */
+    int64_t until;         /* Unix s: the verdict holds until then */
+    bool entra;            /* counted as an Entra token */
+    struct auth_identity id;
+};
+void gw_token_cache_free(struct gw_worker *w);
+
 /* ---- workers ---- */
 
 struct gw_conn_list {
@@ -212,6 +229,7 @@ struct gw_worker {
     struct gw_snapshot *snap;   /* ref; new connections take theirs from here */
     struct gw_dyn *dyn;         /* ref; the newest CRLs and keys */
     uint32_t auth_gen;          /* bumped when CRLs, keys or the trust change */
+    struct gw_token_entry *tokens; /* owned, GW_TOKEN_CACHE slots, made on first use */
     struct event **listeners;   /* owned; one per listen address */
     struct event *accept_pause; /* owned; resumes accepting after EMFILE */
     int *listen_fds;

@@ -192,7 +192,8 @@ static void gw_token_refused(struct gw_conn *c, const struct auth_route *route,
  * the identity filled, an error, or AUTH_TOKEN_ERROR_N when the request was parked to wait
  * for a key refresh. */
 static enum auth_token_error gw_entra_auth(struct gw_conn *c, const char *tok, size_t len,
-                                           int64_t now, struct auth_identity *out)
+                                           int64_t now, struct auth_identity *out,
+                                           int64_t *expires)
 {
     const struct gw_snapshot *snap = c->snap;
     const struct auth_entra_keys *k = c->w->dyn ? c->w->dyn->entra : NULL;
@@ -224,6 +225,7 @@ static enum auth_token_error gw_entra_auth(struct gw_conn *c, const char *tok, s
     }
     if (e != AUTH_TOKEN_OK)
         return e;
+    *expires = id.expires;
     memset(out, 0, sizeof(*out));
     out->method = AUTH_METHOD_ENTRA;
     snprintf(out->token_subject, sizeof(out->token_subject), "%s", id.object_id);
@@ -231,6 +233,62 @@ static enum auth_token_error gw_entra_auth(struct gw_conn *c, const char *tok, s
     snprintf(out->tenant, sizeof(out->tenant), "%s", id.tenant);
     snprintf(out->app_id, sizeof(out->app_id), "%s", id.app_id);
     return AUTH_TOKEN_OK;
+}
+
+static uint64_t gw_token_hash(const char *tok, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)tok[i]) * 1099511628211ULL;
+    return h;
+}
+
+static struct gw_token_entry *gw_token_slot(struct gw_worker *w, uint64_t hash)
+{
+    if (!w->tokens)
+        w->tokens = calloc(GW_TOKEN_CACHE, sizeof(*w->tokens));
+    return w->tokens ? &w->tokens[hash % GW_TOKEN_CACHE] : NULL;
+}
+
+/* The kept verdict for this token, if it still holds. */
+static const struct gw_token_entry *gw_token_lookup(struct gw_conn *c, const char *tok, size_t len,
+                                                    uint64_t hash, int64_t now)
+{
+    struct gw_token_entry *e = gw_token_slot(c->w, hash);
+    if (!e || !e->token || e->hash != hash || e->len != len || e->auth_gen != c->w->auth_gen ||
+        e->snap_gen != c->w->snap->generation || now >= e->until ||
+        memcmp(e->token, tok, len) != 0)
+        return NULL;
+    return e;
+}
+
+static void gw_token_keep(struct gw_conn *c, const char *tok, size_t len, uint64_t hash,
+                          int64_t expires, int64_t now, bool entra, const struct auth_identity *id)
+{
+    struct gw_token_entry *e = gw_token_slot(c->w, hash);
+    if (!e)
+        return;
+    char *copy = malloc(len);
+    if (!copy)
+        return;
+    memcpy(copy, tok, len);
+    free(e->token);
+    e->token = copy;
+    e->len = (uint32_t)len;
+    e->hash = hash;
+    e->auth_gen = c->w->auth_gen;
+    e->snap_gen = c->w->snap->generation;
+    e->until = expires < now + 600 ? expires : now + 600;
+    e->entra = entra;
+    e->id = *id;
+}
+
+void gw_token_cache_free(struct gw_worker *w)
+{
+    for (size_t i = 0; w->tokens && i < GW_TOKEN_CACHE; i++)
+        free(w->tokens[i].token);
+    free(w->tokens);
+    w->tokens = NULL;
 }
 
 /* CCM_Proxy_ServerAuth/<role id>/...: a bearer token decides; an invalid one never goes
@@ -252,6 +310,16 @@ static void gw_bearer_auth(struct gw_conn *c, const struct auth_route *route)
         len--;
     const struct gw_snapshot *snap = c->snap;
     int64_t now = (int64_t)(core_wall_ms() / 1000);
+    uint64_t hash = gw_token_hash(tok, len);
+    const struct gw_token_entry *kept =
+        c->snap == c->w->snap ? gw_token_lookup(c, tok, len, hash, now) : NULL;
+    if (kept) {
+        GW_INC(c->w->metrics.token_ok[kept->entra ? 2 : 0]);
+        struct auth_identity id = kept->id;
+        gw_log_identity(c, route, &id);
+        gw_proxy_start(c, route->role_id, route->rest, route->rest_len, &id);
+        return;
+    }
     struct auth_site_policy policy = {
         .hierarchy_id = snap->cfg.auth.hierarchy_id,
         .blocked = (const char *const *)snap->bulk_blocked,
@@ -269,18 +337,24 @@ static void gw_bearer_auth(struct gw_conn *c, const struct auth_route *route)
         id.method = sid.kind == AUTH_SITE_BULK ? AUTH_METHOD_BULK_TOKEN : AUTH_METHOD_SITE_TOKEN;
         snprintf(id.token_subject, sizeof(id.token_subject), "%s", sid.unique_id);
         snprintf(id.token_type, sizeof(id.token_type), "%s", sid.type);
-        if (sid.kind == AUTH_SITE_DEVICE)
+        if (sid.kind == AUTH_SITE_DEVICE) {
             snprintf(id.device_id, sizeof(id.device_id), "%s", sid.unique_id);
+            if (c->snap == c->w->snap)
+                gw_token_keep(c, tok, len, hash, sid.expires, now, false, &id);
+        }
         gw_log_identity(c, route, &id);
         gw_proxy_start(c, route->role_id, route->rest, route->rest_len, &id);
         return;
     }
     if (e == AUTH_TOKEN_UNKNOWN_KID && snap->nentra_tenants) {
-        e = gw_entra_auth(c, tok, len, now, &id);
+        int64_t expires = 0;
+        e = gw_entra_auth(c, tok, len, now, &id, &expires);
         if (e == AUTH_TOKEN_ERROR_N)
             return; /* parked */
         if (e == AUTH_TOKEN_OK) {
             GW_INC(c->w->metrics.token_ok[2]);
+            if (c->snap == c->w->snap)
+                gw_token_keep(c, tok, len, hash, expires, now, true, &id);
             gw_log_identity(c, route, &id);
             gw_proxy_start(c, route->role_id, route->rest, route->rest_len, &id);
             return;

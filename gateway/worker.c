@@ -300,4 +300,5 @@ void gw_worker_join(struct gw_worker *w)
     w->snap = NULL;
     gw_dyn_unref(w->dyn);
     w->dyn = NULL;
+    gw_token_cache_free(w);
 }

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import unittest
@@ -70,6 +71,26 @@ class TestSiteTokens(ct.GatewayTestCase):
         self.assertGreaterEqual(
             self.gw.wait_metric("cmg_auth_token_rejections_total", 1, cause=cause), 1,
             f"no rejection counted with cause {cause}")
+
+    def test_kept_verdict_follows_the_configuration(self):
+        """A session's token is checked once and its verdict kept; a reload that removes the
+        signer makes the same token refused at once."""
+        gw = ct.Gateway(self.config(), name="gw-tokencache").start()
+        try:
+            token = make_token()
+            path = f"/CCM_Proxy_ServerAuth/{ROLE}/SMS_MP/.sms_pol?x"
+            headers = {"Authorization": f"Bearer {token}"}
+            for _ in range(3):
+                self.assertEqual(gw.request("GET", path, headers=headers).status, 404)
+            self.assertEqual(gw.metrics().sum("cmg_auth_tokens_accepted_total", kind="site"), 3)
+            gw.write_config({"auth": {"site_token_certs": None, "hierarchy_id": None,
+                                      "bulk_token_blocklist": None}})
+            gw.signal(signal.SIGHUP)
+            self.assertEqual(gw.wait_metric("cmg_config_reloads_total", 1), 1, gw.stderr()[-2000:])
+            r = gw.request("GET", path, headers=headers)
+            self.assertEqual((r.status, r.reason), (401, "CMGService_Invalid_Token"))
+        finally:
+            gw.stop()
 
     def test_missing_token(self):
         r = self.call(None)
