@@ -6,7 +6,8 @@ BUILD := build/default
 ASAN := build/asan
 FUZZ := build/fuzz
 
-.PHONY: all deps build asan run test test-unit test-integration test-asan fuzz bench clean format
+.PHONY: all deps build asan run test test-unit test-integration test-asan fuzz bench \
+	bench-deps bench-frontend bench-relay clean format
 
 all: build
 
@@ -51,9 +52,19 @@ fuzz:
 	cmake --build $(FUZZ) -j$(JOBS)
 	scripts/run-fuzzers $(FUZZ) $(FUZZ_SECONDS)
 
-bench: build
-	CMG_BENCH_DEPS=1 scripts/install-deps
+# Benchmarks against nginx and HAProxy (bench/README.md): the front end and the relay through
+# the connection point. Both run even if the first fails; BENCH_SMOKE=1 for the quick check.
+bench: build bench-deps
+	@rc=0; bench/run-frontend.sh || rc=1; bench/run-relay.sh || rc=1; exit $$rc
+
+bench-frontend: build bench-deps
 	bench/run-frontend.sh
+
+bench-relay: build bench-deps
+	bench/run-relay.sh
+
+bench-deps:
+	CMG_BENCH_DEPS=1 scripts/install-deps
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

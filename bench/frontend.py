@@ -26,35 +26,24 @@ import os
 import re
 import resource
 import selectors
-import shlex
 import shutil
 import signal
-import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH)
+import benchlib
+from benchlib import (BENCH, CLK_TCK, ROOT, T_START, binary_info, children, cleanup, cpu_stat,
+                      cpu_ticks, dpkg_version, env, fill, fmt, free_port, log, med, on_term, q,
+                      ratio, rss_kib, sockstat_tcp_mem_pages, spawn, stop_pid_list, version)
+
 URL_PATH = "/CCM_Proxy_MutualAuth/ServiceMetadata"
 ALL_SERVERS = ("cmg", "nginx", "haproxy")
-T_START = time.monotonic()
 
 
 # --------------------------------------------------------------------------------------------
 # settings
-
-
-def env(name, default, conv=str):
-    v = os.environ.get(name)
-    if v is None or v == "":
-        return default
-    try:
-        return conv(v)
-    except ValueError:
-        sys.exit(f"frontend.py: {name}={v!r} is not a valid {conv.__name__}")
 
 
 def settings(smoke):
@@ -93,110 +82,8 @@ def settings(smoke):
     return s
 
 
-def log(msg):
-    print(f"[{time.monotonic() - T_START:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------------------------
-# processes: everything started here is registered and stopped by PID
-
-
-STARTED = []
-
-
-def spawn(argv, **kw):
-    p = subprocess.Popen(argv, **kw)
-    STARTED.append(p)
-    return p
-
-
-def stop_pid_list(pids, sig):
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def cleanup():
-    for p in STARTED:
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-
-
-def on_term(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-CLK_TCK = int(subprocess.run(["getconf", "CLK_TCK"], capture_output=True, text=True).stdout)
-
-
-def cpu_ticks(pid):
-    """utime + stime of the whole process (all its threads), in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        s = f.read()
-    rest = s[s.rindex(")") + 2 :].split()
-    return int(rest[11]) + int(rest[12])
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def children(pid):
-    out = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(x) for x in f.read().split()]
-    except FileNotFoundError:
-        pass
-    return sorted(out)
-
-
-def cpu_stat():
-    """{cpu number as str: (busy ticks, steal ticks)} from /proc/stat."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("cpu") and line[3].isdigit():
-                v = line.split()
-                user, nice, system, idle, iowait, irq, softirq, steal = map(int, v[1:9])
-                out[v[0][3:]] = (user + nice + system + irq + softirq + steal, steal)
-    return out
-
-
-def sockstat_tcp_mem_pages():
-    try:
-        with open("/proc/net/sockstat") as f:
-            for line in f:
-                if line.startswith("TCP:"):
-                    parts = line.split()
-                    return int(parts[parts.index("mem") + 1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def q(argv):
-    return " ".join(shlex.quote(str(a)) for a in argv)
+# processes (spawn, cleanup, CPU and memory readings: benchlib)
 
 
 def https_get(port, timeout=5.0):
@@ -315,17 +202,6 @@ class Server:
         return None
 
 
-def fill(template, values):
-    with open(os.path.join(BENCH, "conf", template)) as f:
-        text = f.read()
-    for k, v in values.items():
-        text = text.replace(f"@{k}@", str(v))
-    left = re.findall(r"@[A-Z]+@", text)
-    if left:
-        raise RuntimeError(f"{template}: unfilled placeholders {left}")
-    return text
-
-
 class Cmg(Server):
     name = "cmg"
 
@@ -349,27 +225,7 @@ class Cmg(Server):
 
     def metrics(self):
         """Non-zero samples of the gateway's own counters (admin endpoint, main thread)."""
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", self.aport, timeout=5)
-            c.request("GET", "/metrics")
-            text = c.getresponse().read().decode()
-            c.close()
-        except (OSError, http.client.HTTPException) as e:
-            return {"error": str(e)}
-        out = {}
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            name, _, val = line.rpartition(" ")
-            if name.startswith(("cmg_start_time", "cmg_build_info")):
-                continue
-            try:
-                v = float(val)
-            except ValueError:
-                continue
-            if v:
-                out[name] = int(v) if v == int(v) else v
-        return out
+        return benchlib.prom_metrics(self.aport)
 
 
 class Nginx(Server):
@@ -452,74 +308,11 @@ SERVER_CLASSES = {"cmg": Cmg, "nginx": Nginx, "haproxy": Haproxy}
 
 
 # --------------------------------------------------------------------------------------------
-# measurements
-
-UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
-
-
-def parse_wrk(out):
-    r = {}
-    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h)", out)
-    if m:
-        r["requests"] = int(m.group(1))
-        r["duration_s"] = float(m.group(2)) * UNIT_MS[m.group(3)] / 1000.0
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m:
-        r["rps"] = float(m.group(1))
-    for pct, val, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M):
-        r[f"p{pct}_ms"] = round(float(val) * UNIT_MS[unit], 4)
-    m = re.search(
-        r"Latency\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)", out
-    )
-    if m:
-        r["latency_avg_ms"] = round(float(m.group(1)) * UNIT_MS[m.group(2)], 4)
-        r["latency_stdev_ms"] = round(float(m.group(3)) * UNIT_MS[m.group(4)], 4)
-        r["latency_max_ms"] = round(float(m.group(5)) * UNIT_MS[m.group(6)], 4)
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    r["socket_errors"] = (
-        dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-        if m
-        else {"connect": 0, "read": 0, "write": 0, "timeout": 0}
-    )
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    r["non2xx"] = int(m.group(1)) if m else 0
-    return r
+# measurements (wrk output, host index: benchlib)
 
 
 def run_wrk(ctx, port, duration):
-    s = ctx["s"]
-    argv = [
-        "taskset", "-c", s["client_cpu"], "wrk", f"-t{s['wrk_threads']}",
-        f"-c{s['wrk_connections']}", f"-d{duration}s", "--latency",
-        f"https://127.0.0.1:{port}{URL_PATH}",
-    ]
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
-        out, rc = p.stdout + p.stderr, p.returncode
-    except subprocess.TimeoutExpired as e:
-        out, rc = (e.stdout or b"").decode(errors="replace") + "\n[harness: wrk timed out]", -1
-    r = parse_wrk(out)
-    r["wrk_rc"] = rc
-    r["command"] = q(argv)
-    r["wrk_output"] = out
-    return r
-
-
-def host_index(ctx, when, rnd):
-    argv = ["taskset", "-c", ctx["s"]["server_cpu"], "openssl", "speed", "-mr", "-seconds", "1",
-            "ecdsap256"]
-    rec = {"round": rnd, "when": when, "command": q(argv)}
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        m = re.search(r"^\+F4:\d+:256:([\d.]+):([\d.]+)", p.stdout, re.M)
-        if m:
-            rec["ecdsap256_sign_per_s"] = round(float(m.group(1)), 1)
-            rec["ecdsap256_verify_per_s"] = round(float(m.group(2)), 1)
-        else:
-            rec["error"] = "no +F4 line in the output"
-    except subprocess.TimeoutExpired:
-        rec["error"] = "timed out"
-    return rec
+    return benchlib.run_wrk(ctx["s"], f"https://127.0.0.1:{port}{URL_PATH}", duration)
 
 
 def throughput_run(ctx, name, rnd):
@@ -776,15 +569,6 @@ def idle_run(ctx, name, tls, rnd):
 # summaries
 
 
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def ratio(a, b):
-    return round(a / b, 3) if a is not None and b else None
-
-
 def summarise_throughput(runs, servers):
     medians = {}
     for name in servers:
@@ -848,14 +632,6 @@ def summarise_idle(runs):
                 ratios[f"cmg/{peer} TLS {tls}"] = ratio(
                     c["kib_per_conn_median"].get("process"), p["kib_per_conn_median"].get(label))
     return out, ratios
-
-
-def fmt(x, nd=1, comma=False):
-    if x is None:
-        return "–"
-    if comma:
-        return f"{x:,.{nd}f}"
-    return f"{x:.{nd}f}"
 
 
 def write_markdown(path, res):
@@ -1029,34 +805,6 @@ plot '{dat}' using 1:3:xtic(2) with boxes lc rgb '#4477aa', \\
     return os.path.basename(png)
 
 
-def version(argv, pattern=None):
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        text = (p.stdout + p.stderr).strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if pattern:
-        m = re.search(pattern, text)
-        return m.group(1) if m else text.splitlines()[0] if text else None
-    return text.splitlines()[0] if text else None
-
-
-def binary_info(path):
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    st = os.stat(path)
-    return {"path": path, "sha256": h.hexdigest(),
-            "mtime": datetime.datetime.fromtimestamp(st.st_mtime).astimezone()
-            .isoformat(timespec="seconds")}
-
-
-def dpkg_version(pkg):
-    return version(["dpkg-query", "-W", "-f=${Version}", pkg])
-
-
 # --------------------------------------------------------------------------------------------
 
 
@@ -1195,7 +943,7 @@ def main():
             runs, hidx = [], []
             for rnd in range(1, s["rounds"] + 1):
                 if s["host_index"]:
-                    hidx.append(host_index(ctx, "before", rnd))
+                    hidx.append(benchlib.host_index(ctx["s"]["server_cpu"], "before", rnd))
                 for name in servers:
                     log(f"round {rnd}/{s['rounds']}: {name} ({s['warmup_s']} s warm-up, "
                         f"{s['duration_s']} s measured)")
@@ -1208,7 +956,7 @@ def main():
                     else:
                         log(f"  {name}: FAILED: {r.get('error') or 'see wrk output'}")
                 if s["host_index"]:
-                    hidx.append(host_index(ctx, "after", rnd))
+                    hidx.append(benchlib.host_index(ctx["s"]["server_cpu"], "after", rnd))
                     log(f"  host index (ecdsap256 sign/s) before/after: "
                         f"{hidx[-2].get('ecdsap256_sign_per_s')} / "
                         f"{hidx[-1].get('ecdsap256_sign_per_s')}")

@@ -7,6 +7,7 @@
 #   bench/run-frontend.sh --smoke   1 round of 2 s, 200 idle connections (TLS 1.3), under a
 #                                   minute; results in the scratch directory; exit status 1
 #                                   if any server failed to answer correctly
+#   BENCH_SMOKE=1 bench/run-frontend.sh   the same as --smoke
 #
 # Environment (all optional): BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS,
 # BENCH_THREADS, BENCH_SERVERS (cmg,nginx,haproxy), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1),
@@ -23,10 +24,13 @@ root="$(dirname "$here")"
 for a in "$@"; do
   case "$a" in
     --smoke) ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "usage: $0 [--smoke]" >&2; exit 2 ;;
   esac
 done
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then
+  set -- --smoke
+fi
 
 # One descriptor per connection: the idle test holds 10,000 in the server and 10,000 in the
 # client (separate processes). The hard limit of this machine is 20,000.
