@@ -504,7 +504,11 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
-    cn.base = event_base_new();
+    /* add and remove of the same event within one loop turn cost no system call */
+    struct event_config *evc = event_config_new();
+    event_config_set_flag(evc, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    cn.base = event_base_new_with_config(evc);
+    event_config_free(evc);
     cn.dns = evdns_base_new(cn.base,
                             EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!cn.dns)
