@@ -612,7 +612,9 @@ class TestHeldNotifications(unittest.TestCase):
         n = min(self.N, limit - 500)  # the gateway, connector and mpsim each hold n sockets
         if n < 1000:
             self.skipTest(f"open-file limit {limit} is too low")
-        sim = tk.MpSim(hold="3s").start()
+        # the hold covers the time to send every request (longer on a sanitizer build, where
+        # the gateway is several times slower), so that they are all held together
+        sim = tk.MpSim(hold=f"{int(3 * ct.SCALE)}s").start()
         gw = cn = None
         socks = []
         try:
