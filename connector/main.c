@@ -432,6 +432,7 @@ static void cn_usage(FILE *out)
     fprintf(out, "usage: cmg-connector -c FILE [-t]\n"
                  "  -c, --config FILE  settings (INI)\n"
                  "  -t, --test         check the settings and exit\n"
+                 "  -V, --version      print the version and exit\n"
                  "  -h, --help\n"
                  "Signals: SIGTERM/SIGINT finish open requests (GOAWAY) and stop.\n");
 }
@@ -443,10 +444,14 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"test", no_argument, NULL, 't'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:th", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
         switch (ch) {
+        case 'V':
+            printf("cmg-connector %s\n", CMG_VERSION);
+            return 0;
         case 'c':
             config = optarg;
             break;
