@@ -205,20 +205,11 @@ static void cn_tunnel_flush(struct cn_tunnel *t)
 {
     if (t->in_recv || t->dead || !t->h2)
         return;
-    struct evbuffer *out = bufferevent_get_output(t->bev);
-    while (evbuffer_get_length(out) < CN_OUT_HIGH) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(t->h2, &data);
-        if (n < 0) {
-            cn_tunnel_close(t, true, "HTTP/2: %s", nghttp2_strerror((int)n));
-            return;
-        }
-        if (n == 0)
-            break;
-        evbuffer_add(out, data, (size_t)n);
-    }
-    if (!nghttp2_session_want_read(t->h2) && !nghttp2_session_want_write(t->h2) &&
-        evbuffer_get_length(out) == 0)
+    bool finished;
+    int rc = tunnel_h2_send(t->h2, bufferevent_get_output(t->bev), CN_OUT_HIGH, &finished);
+    if (rc != 0)
+        cn_tunnel_close(t, true, "HTTP/2: %s", nghttp2_strerror(rc));
+    else if (finished)
         cn_tunnel_close(t, false, "%s", t->goaway ? "gateway finished (GOAWAY)" : "session ended");
 }
 
@@ -658,24 +649,16 @@ static int cn_on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error_co
 static void cn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct cn_tunnel *t = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
     t->in_recv = true;
-    while (!t->dead && evbuffer_get_length(in) > 0) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        ssize_t n = nghttp2_session_mem_recv(t->h2, v.iov_base, v.iov_len);
-        if (n < 0) {
-            snprintf(t->why, sizeof(t->why), "HTTP/2: %s", nghttp2_strerror((int)n));
-            t->dead = true;
-            break;
-        }
-        evbuffer_drain(in, (size_t)n);
-    }
+    int rc = tunnel_h2_recv(t->h2, bufferevent_get_input(bev), &t->dead);
     t->in_recv = false;
-    if (t->dead) {
+    if (rc != 0 && !t->dead)
+        snprintf(t->why, sizeof(t->why), "HTTP/2: %s", nghttp2_strerror(rc));
+    if (rc != 0 || t->dead) {
+        char why[sizeof(t->why)];
+        snprintf(why, sizeof(why), "%s", t->why);
         t->dead = false;
-        cn_tunnel_close(t, true, "%s", t->why);
+        cn_tunnel_close(t, true, "%s", why);
         return;
     }
     cn_tunnel_flush(t);
@@ -710,10 +693,7 @@ static int cn_start_h2(struct cn_tunnel *t)
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, CN_STREAM_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, CN_HEAD_MAX},
     };
-    if (nghttp2_submit_settings(t->h2, NGHTTP2_FLAG_NONE, iv, 3) != 0 ||
-        nghttp2_session_set_local_window_size(t->h2, NGHTTP2_FLAG_NONE, 0, CN_CONN_WINDOW) != 0)
-        return -1;
-    return 0;
+    return tunnel_h2_settings(t->h2, iv, 3, CN_CONN_WINDOW) == 0 ? 0 : -1;
 }
 
 static void cn_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -721,10 +701,7 @@ static void cn_event_cb(struct bufferevent *bev, short what, void *arg)
     struct cn_tunnel *t = arg;
     if (what & BEV_EVENT_CONNECTED) {
         SSL *ssl = bufferevent_openssl_get_ssl(bev);
-        const unsigned char *alpn = NULL;
-        unsigned alpn_len = 0;
-        SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-        if (alpn_len != strlen(TUNNEL_ALPN) || memcmp(alpn, TUNNEL_ALPN, alpn_len) != 0) {
+        if (!tunnel_alpn_ok(ssl)) {
             cn_tunnel_close(t, true, "the gateway did not agree to ALPN %s", TUNNEL_ALPN);
             return;
         }

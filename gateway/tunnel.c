@@ -19,8 +19,8 @@
 
 #include "conn.h"
 
-#define GW_T_OUT_HIGH (1024 * 1024)    /* stop producing frames above this much unsent */
-#define GW_T_OUT_LOW (256 * 1024)      /* ... and start again below this */
+#define GW_T_OUT_HIGH (1024 * 1024)     /* stop producing frames above this much unsent */
+#define GW_T_OUT_LOW (256 * 1024)       /* ... and start again below this */
 #define GW_T_STREAM_WINDOW (256 * 1024) /* response bytes in flight per stream */
 #define GW_T_CONN_WINDOW (16 * 1024 * 1024)
 #define GW_T_HELLO_MAX (256 * 1024)
@@ -117,7 +117,7 @@ void gw_tunnel_served_update(struct gw_worker *w)
 }
 
 struct gw_worker *gw_worker_serving(struct gw_server *s, uint64_t role_id,
-                                    const struct gw_worker *not)
+                                    const struct gw_worker * not )
 {
     struct gw_worker *found = NULL;
     pthread_mutex_lock(&s->roles_lock);
@@ -216,20 +216,11 @@ void gw_tunnel_flush(struct gw_tunnel *t)
 {
     if (!t || t->in_recv || t->dead || !t->h2)
         return;
-    struct evbuffer *out = bufferevent_get_output(t->bev);
-    while (evbuffer_get_length(out) < GW_T_OUT_HIGH) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(t->h2, &data);
-        if (n < 0) {
-            gw_tunnel_close(t, nghttp2_strerror((int)n));
-            return;
-        }
-        if (n == 0)
-            break;
-        evbuffer_add(out, data, (size_t)n);
-    }
-    if (!nghttp2_session_want_read(t->h2) && !nghttp2_session_want_write(t->h2) &&
-        evbuffer_get_length(out) == 0)
+    bool finished;
+    int rc = tunnel_h2_send(t->h2, bufferevent_get_output(t->bev), GW_T_OUT_HIGH, &finished);
+    if (rc != 0)
+        gw_tunnel_close(t, nghttp2_strerror(rc));
+    else if (finished)
         gw_tunnel_close(t, t->goaway ? "connection point finished (GOAWAY)" : "session ended");
 }
 
@@ -342,8 +333,8 @@ static int gw_t_on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, v
         }
         ts->head_done = true;
         if (ts->p)
-            gw_proxy_on_head(ts->p, ts->status, ts->reason, ts->head ? ts->head : "",
-                             ts->head_len, ts->has_length, end);
+            gw_proxy_on_head(ts->p, ts->status, ts->reason, ts->head ? ts->head : "", ts->head_len,
+                             ts->has_length, end);
         free(ts->head);
         ts->head = NULL;
         ts->head_len = ts->head_cap = 0;
@@ -402,7 +393,9 @@ static int gw_t_on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error_
         free(ts);
         if (!complete || status != 200) {
             gw_tunnel_refuse(t, "hello failed: %s",
-                             !complete ? "stream reset" : status ? "non-200 status" : "no status");
+                             !complete ? "stream reset"
+                             : status  ? "non-200 status"
+                                       : "no status");
             return 0;
         }
         gw_tunnel_hello_done(t);
@@ -506,12 +499,13 @@ void gw_tunnel_reset(struct gw_tunnel *t, int32_t stream_id)
     nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
 }
 
-struct gw_tunnel *gw_tunnel_pick(struct gw_worker *w, uint64_t role_id, const struct gw_tunnel *not)
+struct gw_tunnel *gw_tunnel_pick(struct gw_worker *w, uint64_t role_id,
+                                 const struct gw_tunnel * not )
 {
     struct gw_tunnel *found[64];
     unsigned n = 0;
     for (struct gw_tunnel *t = w->tunnels; t && n < 64; t = t->next) {
-        if (t->state != GW_T_READY || t->dead || t->goaway || t == not)
+        if (t->state != GW_T_READY || t->dead || t->goaway || t == not )
             continue;
         for (unsigned i = 0; i < t->reply.nendpoints; i++)
             if (t->reply.endpoints[i].role_id == role_id) {
@@ -587,22 +581,12 @@ static void gw_tunnel_hello_done(struct gw_tunnel *t)
 static void gw_tunnel_read_cb(struct bufferevent *bev, void *arg)
 {
     struct gw_tunnel *t = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
     t->in_recv = true;
-    while (!t->dead && evbuffer_get_length(in) > 0) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        ssize_t n = nghttp2_session_mem_recv(t->h2, v.iov_base, v.iov_len);
-        if (n < 0) {
-            snprintf(t->why, sizeof(t->why), "HTTP/2 error: %s", nghttp2_strerror((int)n));
-            t->dead = true;
-            break;
-        }
-        evbuffer_drain(in, (size_t)n);
-    }
+    int rc = tunnel_h2_recv(t->h2, bufferevent_get_input(bev), &t->dead);
     t->in_recv = false;
-    if (t->dead) {
+    if (rc != 0 && !t->dead)
+        snprintf(t->why, sizeof(t->why), "HTTP/2 error: %s", nghttp2_strerror(rc));
+    if (rc != 0 || t->dead) {
         char why[160];
         snprintf(why, sizeof(why), "%s", t->why);
         t->dead = false;
@@ -642,10 +626,7 @@ static int gw_tunnel_start_h2(struct gw_tunnel *t)
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, GW_T_STREAM_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, GW_T_HEAD_MAX},
     };
-    if (nghttp2_submit_settings(t->h2, NGHTTP2_FLAG_NONE, iv, 3) != 0 ||
-        nghttp2_session_set_local_window_size(t->h2, NGHTTP2_FLAG_NONE, 0, GW_T_CONN_WINDOW) != 0)
-        return -1;
-    return 0;
+    return tunnel_h2_settings(t->h2, iv, 3, GW_T_CONN_WINDOW) == 0 ? 0 : -1;
 }
 
 static void gw_tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -653,10 +634,7 @@ static void gw_tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
     struct gw_tunnel *t = arg;
     if (what & BEV_EVENT_CONNECTED) {
         SSL *ssl = bufferevent_openssl_get_ssl(bev);
-        const unsigned char *alpn = NULL;
-        unsigned alpn_len = 0;
-        SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-        if (alpn_len != strlen(TUNNEL_ALPN) || memcmp(alpn, TUNNEL_ALPN, alpn_len) != 0) {
+        if (!tunnel_alpn_ok(ssl)) {
             gw_tunnel_refuse(t, "no ALPN %s (not a connection point)", TUNNEL_ALPN);
             return;
         }
@@ -689,8 +667,8 @@ static void gw_tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
         }
         GW_INC(t->w->metrics.tunnels_lost);
         gw_tunnel_close(t, (what & BEV_EVENT_EOF) ? "connection point closed the tunnel"
-                           : *buf                  ? buf
-                                                   : "connection error");
+                           : *buf                 ? buf
+                                                  : "connection error");
     }
 }
 

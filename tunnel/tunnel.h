@@ -4,7 +4,11 @@
 #ifndef CMG_TUNNEL_H
 #define CMG_TUNNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
 
 #include "tunnel-t.h"
 
@@ -25,5 +29,19 @@ int tunnel_hello_reply_parse(const char *json, size_t len, struct tunnel_hello_r
                              char *err, size_t errlen);
 
 const char *tunnel_role_kind_name(enum tunnel_role_kind kind);
+
+/* ---- HTTP/2 plumbing shared by both ends (h2io.c) ---- */
+struct evbuffer;
+/* True when the TLS connection agreed on ALPN cmg-tunnel/1. */
+bool tunnel_alpn_ok(const SSL *ssl);
+/* The session's first SETTINGS and its connection-level receive window. 0 or an nghttp2 error. */
+int tunnel_h2_settings(nghttp2_session *h2, const nghttp2_settings_entry *iv, size_t n,
+                       int32_t connection_window);
+/* Feeds what `in` holds to the session (its callbacks run meanwhile), until it is empty or
+ * *stop is set by a callback. 0 or the nghttp2 error. */
+int tunnel_h2_recv(nghttp2_session *h2, struct evbuffer *in, const bool *stop);
+/* Moves the session's frames into `out` while it holds less than `high` bytes. *finished: the
+ * session wants nothing more either way and everything was handed over. 0 or an nghttp2 error. */
+int tunnel_h2_send(nghttp2_session *h2, struct evbuffer *out, size_t high, bool *finished);
 
 #endif
