@@ -375,3 +375,36 @@ def peer_versions():
         "gnuplot": version(["gnuplot", "--version"]),
         "python": sys.version.split()[0],
     }
+
+
+def stop_process(proc, extra_pids, log_f):
+    """Stops a server the harness started: SIGTERM, again after 10 s, SIGKILL after 5 more;
+    then SIGKILL for any of extra_pids (an nginx master's workers) still alive. Closes log_f.
+    Returns {"exit_status", "seconds", "how"}."""
+    t = time.monotonic()
+    how = "SIGTERM"
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            how = "SIGTERM, then SIGTERM again after 10 s"
+            proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                how += ", then SIGKILL"
+                proc.kill()
+                rc = proc.wait(timeout=5)
+    else:
+        rc = proc.returncode
+        how = "had already exited"
+    leftover = [p for p in extra_pids if os.path.exists(f"/proc/{p}")]
+    if leftover:
+        time.sleep(0.5)
+        leftover = [p for p in leftover if os.path.exists(f"/proc/{p}")]
+        stop_pid_list(leftover, signal.SIGKILL)
+        if leftover:
+            how += f", SIGKILL to leftover worker(s) {leftover}"
+    log_f.close()
+    return {"exit_status": rc, "seconds": round(time.monotonic() - t, 3), "how": how}

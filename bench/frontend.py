@@ -36,7 +36,8 @@ import time
 import benchlib
 from benchlib import (BENCH, CLK_TCK, ROOT, T_START, binary_info, children, cleanup, cpu_stat,
                       cpu_ticks, dpkg_version, env, fill, fmt, free_port, log, med, on_term, q,
-                      ratio, rss_kib, sockstat_tcp_mem_pages, spawn, stop_pid_list, version)
+                      ratio, rss_kib, sockstat_tcp_mem_pages, spawn, stop_pid_list, stop_process,
+                      version)
 
 URL_PATH = "/CCM_Proxy_MutualAuth/ServiceMetadata"
 ALL_SERVERS = ("cmg", "nginx", "haproxy")
@@ -168,35 +169,8 @@ class Server:
         """Stops the server; returns (exit status, seconds, how)."""
         if self.proc is None:
             return None
-        t = time.monotonic()
-        how = "SIGTERM"
-        rc = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                how = "SIGTERM, then SIGTERM again after 10 s"
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    rc = self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    how += ", then SIGKILL"
-                    self.proc.kill()
-                    rc = self.proc.wait(timeout=5)
-        else:
-            rc = self.proc.returncode
-            how = "had already exited"
-        # nginx workers are children of the master we started; make sure none outlives it
-        leftover = [p for p in self.extra_pids if os.path.exists(f"/proc/{p}")]
-        if leftover:
-            time.sleep(0.5)
-            leftover = [p for p in leftover if os.path.exists(f"/proc/{p}")]
-            stop_pid_list(leftover, signal.SIGKILL)
-            if leftover:
-                how += f", SIGKILL to leftover worker(s) {leftover}"
-        self.log_f.close()
-        return {"exit_status": rc, "seconds": round(time.monotonic() - t, 3), "how": how}
+        # nginx workers are children of the master we started; none may outlive it
+        return stop_process(self.proc, self.extra_pids, self.log_f)
 
     def metrics(self):
         return None

@@ -43,7 +43,7 @@ import time
 import benchlib
 from benchlib import (BENCH, CLK_TCK, ROOT, T_START, binary_info, children, cleanup, cpu_stat,
                       cpu_ticks, env, fill, fmt, free_port, log, med, on_term, q, ratio,
-                      rss_kib, spawn, stop_pid_list, version)
+                      rss_kib, spawn, stop_pid_list, stop_process, version)
 
 ROLE = "72057594037927939"  # the management point's role id (as in tests and `make run`)
 HIERARCHY = "5e0b1b52-2f0a-4d3c-9a11-0c8a7f3e2d61"
@@ -189,35 +189,9 @@ class Proc:
 
     def stop(self):
         """SIGTERM, again after 10 s, SIGKILL after 5 more; returns how it ended."""
-        t = time.monotonic()
-        how = "SIGTERM"
         if self.master:
             self.extra_pids = children(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                how = "SIGTERM, then SIGTERM again after 10 s"
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    rc = self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    how += ", then SIGKILL"
-                    self.proc.kill()
-                    rc = self.proc.wait(timeout=5)
-        else:
-            rc = self.proc.returncode
-            how = "had already exited"
-        leftover = [p for p in self.extra_pids if os.path.exists(f"/proc/{p}")]
-        if leftover:
-            time.sleep(0.5)
-            leftover = [p for p in leftover if os.path.exists(f"/proc/{p}")]
-            stop_pid_list(leftover, signal.SIGKILL)
-            if leftover:
-                how += f", SIGKILL to leftover worker(s) {leftover}"
-        self.log_f.close()
-        return {"exit_status": rc, "seconds": round(time.monotonic() - t, 3), "how": how}
+        return stop_process(self.proc, self.extra_pids, self.log_f)
 
 
 def wait_for(pred, timeout, what, procs):
