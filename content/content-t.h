@@ -103,4 +103,82 @@ struct content_pd_decision {
     char peerdist[64]; /* SERVE: the X-P2P-PeerDist value, "Version=1.1, ContentLength=N" */
 };
 
+/* ---- storage (store.c, blob.c) ---- */
+
+enum content_store_kind {
+    CONTENT_STORE_FOLDER = 0, /* a local folder: the embedded default */
+    CONTENT_STORE_BLOB,       /* an Azure Blob storage container */
+};
+
+/* Azure environments, as the settings name them (index = [content] environment). */
+enum content_azure_env {
+    CONTENT_AZURE_PUBLIC = 0, /* AzurePublicCloud: core.windows.net */
+    CONTENT_AZURE_USGOV,      /* AzureUSGovernmentCloud: core.usgovcloudapi.net */
+};
+
+/* Where the content-location service points clients. */
+enum content_locations {
+    CONTENT_LOCATIONS_GATEWAY = 0, /* URLs on the gateway itself, served through its cache */
+    CONTENT_LOCATIONS_SAS,         /* short-lived read-only SAS URLs straight to Blob storage */
+};
+
+/* Results of store operations: 0 or one of these. */
+enum content_store_error {
+    CONTENT_STORE_OK = 0,
+    CONTENT_STORE_ENOTFOUND = -1, /* no such blob / file / container */
+    CONTENT_STORE_ECHANGED = -2,  /* the blob is not the one asked for (If-Match failed) */
+    CONTENT_STORE_EAUTH = -3,     /* refused: credentials, signature, SAS scope */
+    CONTENT_STORE_EIO = -4,       /* transport, timeout, local I/O, 5xx */
+    CONTENT_STORE_EPROTO = -5,    /* an answer that makes no sense (missing headers, bad XML) */
+    CONTENT_STORE_EABORT = -6,    /* the caller's sink or progress callback asked to stop */
+    CONTENT_STORE_EINVAL = -7,    /* a bad name or argument */
+};
+
+/* The [content] settings (settings.c): one schema for the gateway and cmgctl. Strings are
+ * owned (content_settings_free). Paths are resolved against the configuration's folder. */
+struct content_settings {
+    bool enabled;
+    unsigned store;              /* enum content_store_kind */
+    char *folder;                /* folder store: its root */
+    unsigned environment;        /* enum content_azure_env */
+    char *account;               /* storage account name */
+    char *account_key;           /* base64 Shared Key (or read from account_key_file) */
+    char *account_key_file;      /* a file holding the key */
+    char *sas;                   /* a SAS token (without '?'), instead of the key */
+    char *blob_endpoint;         /* override: "http(s)://host[:port][/account]"; default from
+                                    account + environment */
+    char *container;             /* the container holding packages */
+    char *api_version;           /* x-ms-version */
+    char *ca_file;               /* extra roots for the storage endpoint's certificate */
+    uint64_t timeout;            /* ms: connect + low-speed bound per storage call */
+    uint64_t upload_block;       /* bytes per block when a file is uploaded in blocks */
+    uint64_t upload_single_max;  /* files up to this size go in one Put Blob */
+    char *cache_dir;             /* the disk cache */
+    uint64_t cache_max;          /* bytes the cache may hold */
+    uint64_t fill_threads;       /* concurrent fills from storage */
+    unsigned locations;          /* enum content_locations */
+    uint64_t sas_lifetime;       /* ms: SAS URLs' lifetime (capped by the access token's end) */
+    char *token_certs;           /* comma-separated certificates of the management points that
+                                    sign content access tokens */
+    uint64_t token_max_lifetime; /* ms: longest st..et window accepted */
+    uint64_t token_skew;         /* ms: clock skew allowed on st and et */
+    uint64_t storage_alert;      /* bytes: the storage alert threshold */
+    uint64_t storage_warning;    /* percent of storage_alert */
+    uint64_t storage_critical;   /* percent of storage_alert */
+    bool peerdist;               /* BranchCache on */
+    char *peerdist_secret_hex;   /* the server secret key in hex */
+    char *peerdist_key_file;     /* or a `netsh branchcache exportkey` file ... */
+    char *peerdist_key_password; /* ... and its password */
+};
+
+/* What a store knows of one blob or file. */
+struct content_blob_info {
+    char name[1024]; /* blob name inside the container / path under the folder */
+    uint64_t size;
+    char etag[80];         /* as the store sends it, quotes included ("0x8D...") */
+    int64_t last_modified; /* Unix seconds */
+    uint8_t md5[16];       /* Content-MD5 of the whole blob ... */
+    bool has_md5;          /* ... when the store has one */
+};
+
 #endif

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "content-t.h"
+#include "core-t.h"
 
 /* Evaluates a Range header value against a representation of `size` bytes (RFC 9110 14.2).
  * One range is served; a syntactically invalid value, another unit, or several ranges are
@@ -92,5 +93,80 @@ void content_pd_secret_clear(struct content_pd_secret *s);
 enum content_pd_action content_pd_decide(const struct content_pd_request *rq,
                                          const struct content_pd_policy *p,
                                          struct content_pd_decision *d);
+
+/* ---- settings (settings.c) ---- */
+
+extern const struct config_key content_settings_keys[];
+extern const size_t content_settings_nkeys;
+/* Loads the [content] section of an INI file (other sections are skipped). Returns 0, or -1
+ * with messages naming file:line:key in report. */
+int content_settings_load(const char *path, struct content_settings *out,
+                          struct config_report *report);
+/* Resolves relative paths against dir, reads account_key_file; then checks what one key
+ * alone cannot (a blob store needs an account and a key or a SAS, SAS locations need the key,
+ * one PeerDist secret source ...). Returns 0 or -1 with a message naming the key in err. */
+int content_settings_finish(struct content_settings *s, const char *dir, char *err, size_t errlen);
+void content_settings_free(struct content_settings *s);
+
+/* ---- storage (store.c: the folder store and the common entry points; blob.c: Azure Blob
+ * storage over libcurl with Shared Key or SAS) ----
+ *
+ * Blob names are package-relative paths joined with '/': "content/<package>/<path>" for
+ * files, "packages/<package>.json" for package manifests (docs/content.md). Every call blocks:
+ * call them from cmgctl or from the gateway's fill and content threads, never from a worker
+ * loop. A store may be used from several threads at once. */
+
+struct content_store;
+
+/* A store for s (borrowed during the call; the store copies what it needs). NULL with a
+ * message in err when the settings cannot make one. */
+struct content_store *content_store_new(const struct content_settings *s, char *err, size_t errlen);
+void content_store_free(struct content_store *st);
+/* "folder /srv/content" or "blob https://acct.blob.core.windows.net/cmgcontent": for logs. */
+const char *content_store_describe(const struct content_store *st);
+/* Creates the container (or folder) if missing; 0 when it exists afterwards. */
+int content_store_prepare(struct content_store *st, char *err, size_t errlen);
+
+/* Properties of one blob. */
+int content_store_head(struct content_store *st, const char *name, struct content_blob_info *info,
+                       char *err, size_t errlen);
+
+/* Receives a body's bytes as they arrive; returns 0 to go on, non-zero to abort the read
+ * (the read then returns CONTENT_STORE_EABORT). */
+typedef int (*content_store_sink_cb)(void *ctx, const void *data, size_t len);
+/* Reads a whole blob into sink. When etag is not NULL the read is conditional on it
+ * (If-Match) and fails with CONTENT_STORE_ECHANGED if the blob changed. info (may be NULL)
+ * is filled from the response headers before the first byte is given to sink. A read that
+ * ends short of the announced length fails with CONTENT_STORE_EIO. */
+int content_store_get(struct content_store *st, const char *name, const char *etag,
+                      content_store_sink_cb sink, void *ctx, struct content_blob_info *info,
+                      char *err, size_t errlen);
+
+/* Upload progress: bytes of this file sent so far, and its size. Non-zero aborts. */
+typedef int (*content_store_progress_cb)(void *ctx, uint64_t done, uint64_t total);
+/* Uploads the file at path as blob name: one Put Blob up to upload_single_max, else Put
+ * Block of upload_block bytes each and Put Block List; the blob's Content-MD5 is set to the
+ * file's MD5 either way. info (may be NULL) gets the new blob's properties (size, ETag,
+ * Last-Modified, MD5). */
+int content_store_put_file(struct content_store *st, const char *name, const char *path,
+                           const char *content_type, content_store_progress_cb progress, void *ctx,
+                           struct content_blob_info *info, char *err, size_t errlen);
+/* Uploads len bytes from memory as blob name (small blobs: package manifests). */
+int content_store_put_bytes(struct content_store *st, const char *name, const void *data,
+                            size_t len, const char *content_type, struct content_blob_info *info,
+                            char *err, size_t errlen);
+/* Calls each(ctx, info) for every blob whose name starts with prefix (NULL: all), in name
+ * order, following continuation markers; a non-zero return from each stops the listing and
+ * is returned. */
+typedef int (*content_store_each_cb)(void *ctx, const struct content_blob_info *info);
+int content_store_list(struct content_store *st, const char *prefix, content_store_each_cb each,
+                       void *ctx, char *err, size_t errlen);
+/* Deletes one blob; a blob that is already gone counts as deleted. */
+int content_store_delete(struct content_store *st, const char *name, char *err, size_t errlen);
+/* A read-only service SAS URL for one blob, valid from now - 5 min until `expires` (Unix
+ * seconds), written into out. Needs a Shared Key store; -1 with a message otherwise. */
+int content_store_sas_url(const struct content_store *st, const char *name, int64_t now,
+                          int64_t expires, char *out, size_t outlen, char *err, size_t errlen);
+const char *content_store_strerror(int err);
 
 #endif
