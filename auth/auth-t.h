@@ -62,23 +62,38 @@ struct auth_settings {
     char *trusted_certs; /* comma-separated PEM/DER files: roots and intermediates */
     char *crl_files;     /* comma-separated CRL files */
     bool verify_revocation;
-    char *site_token_certs;     /* comma-separated token-signing certificates of the site */
-    char *hierarchy_id;         /* site tokens' issuer: urn:sccm:oauth2:<hierarchy id> */
-    char *bulk_token_blocklist; /* file of blocked bulk-token ids, one per line */
-    bool crl_fetch;             /* fetch CRLs from the distribution points in certificates */
-    uint64_t crl_refresh_max;   /* ms: longest time between two fetches of one CRL */
-    uint64_t crl_grace;         /* ms a CRL past its nextUpdate still counts */
-    char *crl_fail_open;        /* SHA-1 thumbprints of CAs whose missing CRL means accept */
-    char *cache_dir;            /* fetched CRLs and Entra keys */
-    uint64_t fetch_timeout;     /* ms, one outbound fetch */
-    uint64_t auth_wait;         /* ms a request may wait for a fetch it caused */
-    char *entra_tenants;        /* "<tenant id>[:<client app id>]" list */
-    char *entra_app_id_uri;     /* accepted audience; AADAuthInfo's resource URI */
-    char *entra_server_app_id;  /* accepted audience (client id of the server app) */
-    unsigned entra_cloud;       /* enum auth_entra_cloud */
-    char *entra_authority;      /* login host override, e.g. for a private test authority */
-    uint64_t entra_keys_refresh;         /* ms between two routine key fetches */
+    char *site_token_certs;      /* comma-separated token-signing certificates of the site */
+    char *hierarchy_id;          /* site tokens' issuer: urn:sccm:oauth2:<hierarchy id> */
+    char *bulk_token_blocklist;  /* file of blocked bulk-token ids, one per line */
+    bool crl_fetch;              /* fetch CRLs from the distribution points in certificates */
+    uint64_t crl_refresh_max;    /* ms: longest time between two fetches of one CRL */
+    uint64_t crl_grace;          /* ms a CRL past its nextUpdate still counts */
+    char *crl_fail_open;         /* SHA-1 thumbprints of CAs whose missing CRL means accept */
+    char *cache_dir;             /* fetched CRLs and Entra keys */
+    uint64_t fetch_timeout;      /* ms, one outbound fetch */
+    uint64_t auth_wait;          /* ms a request may wait for a fetch it caused */
+    char *entra_tenants;         /* "<tenant id>[:<client app id>]" list */
+    char *entra_app_id_uri;      /* accepted audience; AADAuthInfo's resource URI */
+    char *entra_server_app_id;   /* accepted audience (client id of the server app) */
+    unsigned entra_cloud;        /* enum auth_entra_cloud */
+    char *entra_authority;       /* login host override, e.g. for a private test authority */
+    uint64_t entra_keys_refresh; /* ms between two routine key fetches */
     uint64_t entra_unknown_kid_interval; /* ms between two fetches forced by unknown kids */
+};
+
+/* A content access token's parameters (ctoken.c). */
+#define AUTH_CONTENT_ID_MAX 64
+struct auth_content_token {
+    char package[AUTH_CONTENT_ID_MAX + 1];    /* pid */
+    char content_id[AUTH_CONTENT_ID_MAX + 1]; /* cid */
+    char client[80];                          /* tid: "GUID:<client id>" */
+    char issuer[256];                         /* iss: the management point's FQDN */
+    int64_t start, end;                       /* st, et: Unix seconds */
+};
+
+struct auth_content_policy {
+    int64_t max_lifetime; /* s: longest st..et */
+    int64_t skew;         /* s */
 };
 
 #endif

@@ -36,4 +36,19 @@ int auth_settings_load(const char *path, struct auth_settings *out, struct confi
 void auth_settings_resolve(struct auth_settings *s, const char *dir);
 void auth_settings_free(struct auth_settings *s);
 
+/* ---- content access tokens (ctoken.c) ---- */
+
+struct auth_site_keys;
+
+/* True for a package or content id: 1..AUTH_CONTENT_ID_MAX of [A-Za-z0-9._-]. */
+bool auth_content_id_valid(const char *s);
+/* Checks the content access token that is the query string (without '?') of a
+ * content-location or content request: the parameters, the alg OID, the signature by one of
+ * keys (management point signing certificates), then the st..et window with the policy's
+ * skew and longest lifetime. Fills out on AUTH_TOKEN_OK (and partly otherwise, for logs). */
+enum auth_token_error auth_content_token_verify(const char *query, size_t len,
+                                                const struct auth_content_policy *policy,
+                                                const struct auth_site_keys *keys, int64_t now,
+                                                struct auth_content_token *out);
+
 #endif

@@ -169,6 +169,7 @@ struct content_settings {
     char *peerdist_secret_hex;   /* the server secret key in hex */
     char *peerdist_key_file;     /* or a `netsh branchcache exportkey` file ... */
     char *peerdist_key_password; /* ... and its password */
+    uint64_t manifest_ttl;       /* ms: a package manifest is fetched again after this */
 };
 
 /* What a store knows of one blob or file. */

@@ -67,6 +67,12 @@ int content_pd_segment_id(const struct content_pd_hashes *h, enum content_pd_ver
                           const struct content_pd_secret *s, uint8_t out[CONTENT_PD_HASH_LEN]);
 const char *content_pd_strerror(int err);
 
+/* The PeerDist hashes as bytes for a file beside the cached content (no secrets in them), and
+ * back. save: *out is malloc'd, returns its length or a negative content_pd_error. load:
+ * checks every count against the size; 0 or CONTENT_PD_EINVAL / CONTENT_PD_ENOMEM. */
+ssize_t content_pd_hashes_save(const struct content_pd_hashes *h, uint8_t **out);
+int content_pd_hashes_load(const uint8_t *buf, size_t len, struct content_pd_hashes **out);
+
 /* ---- PeerDist: the server secret (peerdist-key.c) ----
  * Setup code: each returns 0, or -1 with a message for the operator in err. */
 
@@ -168,5 +174,93 @@ int content_store_delete(struct content_store *st, const char *name, char *err, 
 int content_store_sas_url(const struct content_store *st, const char *name, int64_t now,
                           int64_t expires, char *out, size_t outlen, char *err, size_t errlen);
 const char *content_store_strerror(int err);
+
+/* ---- disk cache with single-flight fills (cache.c) and package manifests (catalog.c) ----
+ *
+ * Thread-safe. The cache owns a pool of fill threads that read blobs from the store into
+ * files under its folder; any number of requests for one blob version share one fill, and
+ * read the file as it grows. A fill is checked (length, MD5) before its file is renamed into
+ * place; the index is rebuilt from the folder at start. Progress is announced through the
+ * notify callback to the "subscribers" (bits, one per event loop) that asked for it. */
+
+struct content_cache;
+struct content_entry;
+struct content_package;
+
+/* Called from fill threads (never with a cache lock held) when an entry or a package that
+ * the subscribers in `bits` wait for has progressed. */
+typedef void (*content_notify_cb)(void *arg, uint64_t bits);
+
+struct content_cache_opts {
+    const char *dir;                           /* the cache folder (created) */
+    uint64_t max_bytes;                        /* bound of the cached bytes */
+    unsigned fill_threads;                     /* 1..64 */
+    uint64_t manifest_ttl_ms;                  /* manifests older than this are fetched again */
+    unsigned pd_versions;                      /* CI versions hashed while filling; 0: none */
+    const struct content_pd_secret *pd_secret; /* borrowed during _new; NULL: hashes unbound */
+    content_notify_cb notify;
+    void *notify_arg;
+};
+
+/* A cache over store (borrowed: it must outlive the cache). NULL with a message in err. */
+struct content_cache *content_cache_new(const struct content_cache_opts *o,
+                                        struct content_store *store, char *err, size_t errlen);
+/* Stops the fill threads (fills in progress are abandoned, their clients see failures),
+ * saves the LRU order, frees what no entry reference holds. Entries still referenced stay
+ * valid until unreferenced. */
+void content_cache_free(struct content_cache *c);
+
+enum content_entry_state {
+    CONTENT_ENTRY_WAITING = 0, /* the fill has not had an answer from the store yet */
+    CONTENT_ENTRY_STREAMING,   /* bytes arrive: 0..filled can be read */
+    CONTENT_ENTRY_READY,       /* complete and checked */
+    CONTENT_ENTRY_FAILED,      /* the fill failed (content_entry_error) */
+};
+
+/* The entry for blob want->name at version want->etag (size, last_modified and md5 from
+ * want are what the fill checks against). Starts a fill on a miss. A new reference (release
+ * with content_entry_unref), or NULL when out of memory. *hit says whether the entry was
+ * already complete. subscriber: the bit to notify (0: none). */
+struct content_entry *content_cache_get(struct content_cache *c,
+                                        const struct content_blob_info *want, uint64_t subscriber,
+                                        bool *hit);
+void content_entry_unref(struct content_entry *e);
+enum content_entry_state content_entry_state(const struct content_entry *e);
+/* Bytes readable now (all of them once READY). */
+uint64_t content_entry_filled(const struct content_entry *e);
+const struct content_blob_info *content_entry_info(const struct content_entry *e);
+/* The store error of a FAILED entry, and a static description. */
+int content_entry_error(const struct content_entry *e, const char **why);
+/* Reads up to len bytes at off from the entry (partial or complete), never beyond filled.
+ * Returns bytes read, 0 when nothing is readable yet, -1 on an I/O error. */
+ssize_t content_entry_pread(struct content_entry *e, void *buf, size_t len, uint64_t off);
+/* The PeerDist hashes once READY (NULL before, or when not computed); owned by the entry. */
+const struct content_pd_hashes *content_entry_hashes(const struct content_entry *e);
+/* Asks to be notified with `bit` when the entry progresses. */
+void content_entry_subscribe(struct content_entry *e, uint64_t bit);
+
+struct content_cache_stats {
+    uint64_t entries, bytes, max_bytes;
+    uint64_t hits, misses, fills_ok, fills_failed, evictions, integrity_failures;
+    uint64_t fill_bytes; /* bytes read from the store */
+    uint64_t fills_active;
+    uint64_t manifests, manifest_fetches, manifest_failures;
+};
+void content_cache_stats(struct content_cache *c, struct content_cache_stats *out);
+
+/* Package manifests. FOUND: *out is a reference (content_package_unref); a manifest older
+ * than manifest_ttl is still given while a fresh one is fetched. PENDING: a fetch is under
+ * way, subscriber will be notified. MISSING: the store has no such package (remembered for a
+ * short while). ERROR: the last fetch failed (remembered for a short while). */
+enum content_lookup {
+    CONTENT_LOOKUP_FOUND = 0,
+    CONTENT_LOOKUP_PENDING,
+    CONTENT_LOOKUP_MISSING,
+    CONTENT_LOOKUP_ERROR,
+};
+enum content_lookup content_catalog_get(struct content_cache *c, const char *package,
+                                        uint64_t subscriber, struct content_package **out);
+const struct content_manifest *content_package_manifest(const struct content_package *p);
+void content_package_unref(struct content_package *p);
 
 #endif

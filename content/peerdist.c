@@ -11,8 +11,8 @@
 #include <openssl/params.h>
 
 #include "content.h"
+#include "peerdist-int.h"
 
-#define HL CONTENT_PD_HASH_LEN
 #define V1_BLOCKS_PER_SEGMENT (CONTENT_PD_V1_SEGMENT / CONTENT_PD_V1_BLOCK) /* 512 */
 #define V1_HEADER 18
 #define V1_SEGDESC (16 + 2 * HL)
@@ -27,31 +27,6 @@
 /* C of [MS-PCCRC] 2.2 as Windows uses it: UTF-16LE "MS_P2P_CACHING" and the UTF-16 NUL. */
 static const uint8_t pd_c[30] = {'M', 0, 'S', 0, '_', 0, 'P', 0, '2', 0, 'P', 0, '_', 0, 'C', 0,
                                  'A', 0, 'C', 0, 'H', 0, 'I', 0, 'N', 0, 'G', 0, 0,   0};
-
-struct pd_seg1 {
-    uint8_t hod[HL];
-    uint8_t kp[HL]; /* valid while the hashes are bound */
-};
-
-struct pd_seg2 {
-    uint64_t offset;
-    uint32_t len;
-    uint8_t hod[HL];
-    uint8_t kp[HL];
-};
-
-struct content_pd_hashes {
-    uint64_t size;
-    unsigned versions;
-    uint8_t (*blocks)[HL]; /* v1 block hashes of every segment, in content order */
-    size_t nblocks, cap_blocks;
-    struct pd_seg1 *seg1;
-    size_t nseg1, cap_seg1;
-    struct pd_seg2 *seg2;
-    size_t nseg2, cap_seg2;
-    bool is_bound;
-    uint8_t key_id[8]; /* id of the secret the kp fields were made with */
-};
 
 struct content_pd_hasher {
     struct content_pd_hashes *out; /* owned until finish hands it over */

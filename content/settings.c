@@ -43,6 +43,8 @@ const struct config_key content_settings_keys[] = {
     {"content", "storage_alert", CONFIG_SIZE, OFF(storage_alert), "2000g", 1 << 20, 0, NULL, false},
     {"content", "storage_warning", CONFIG_UINT, OFF(storage_warning), "50", 1, 100, NULL, false},
     {"content", "storage_critical", CONFIG_UINT, OFF(storage_critical), "90", 1, 100, NULL, false},
+    {"content", "manifest_ttl", CONFIG_DURATION, OFF(manifest_ttl), "60s", 1000, 86400000, NULL,
+     false},
     {"content", "peerdist", CONFIG_BOOL, OFF(peerdist), "true", 0, 0, NULL, false},
     {"content", "peerdist_secret_hex", CONFIG_STRING, OFF(peerdist_secret_hex), NULL, 0, 0, NULL,
      false},
