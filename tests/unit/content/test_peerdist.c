@@ -960,3 +960,56 @@ Test(peerdist, decide_reads_only_the_given_lengths)
     cr_assert_eq(content_pd_decide(&rq, &p, &d), CONTENT_PD_SERVE, "%s", d.reason);
     cr_assert_str_eq(d.peerdist, "Version=1.1, ContentLength=10");
 }
+
+/* ---- the hashes on disk (peerdist-save.c) ---- */
+
+static struct content_pd_hashes *hash_bytes(const uint8_t *data, size_t len, unsigned versions)
+{
+    struct content_pd_hasher_opts o = {versions, len, 0};
+    struct content_pd_hasher *h = content_pd_hasher_new(&o);
+    struct content_pd_hashes *out = NULL;
+    cr_assert_not_null(h);
+    cr_assert_eq(content_pd_hasher_update(h, data, len), 0);
+    cr_assert_eq(content_pd_hasher_finish(h, &out), 0);
+    content_pd_hasher_free(h);
+    return out;
+}
+
+Test(peerdist, saved_hashes_give_the_same_cis)
+{
+    size_t sizes[] = {0, 1, 65536, 65537, 200000, 33u * MIB + 5};
+    struct content_pd_secret s;
+    char err[128];
+    cr_assert_eq(content_pd_secret_from_hex(&s, iis_key_hex, err, sizeof(err)), 0);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t len = sizes[k];
+        uint8_t *data = malloc(len + 1);
+        for (size_t i = 0; i < len; i++)
+            data[i] = (uint8_t)(i * 7 + i / 65536);
+        struct content_pd_hashes *h = hash_bytes(data, len, CONTENT_PD_V1 | CONTENT_PD_V2), *back;
+        uint8_t *saved = NULL;
+        ssize_t n = content_pd_hashes_save(h, &saved);
+        cr_assert_gt(n, 0);
+        cr_assert_eq(content_pd_hashes_load(saved, (size_t)n, &back), 0, "size %zu", len);
+        cr_assert_eq(content_pd_hashes_size(back), len);
+        for (unsigned v = CONTENT_PD_V1; v <= CONTENT_PD_V2; v <<= 1) {
+            ssize_t a = content_pd_ci_size(h, v, NULL), b = content_pd_ci_size(back, v, NULL);
+            cr_assert_eq(a, b);
+            uint8_t *ca = malloc((size_t)a + 1), *cb = malloc((size_t)b + 1);
+            cr_assert_eq(content_pd_ci_write(h, v, NULL, &s, ca, (size_t)a), a);
+            cr_assert_eq(content_pd_ci_write(back, v, NULL, &s, cb, (size_t)b), b);
+            cr_assert_eq(memcmp(ca, cb, (size_t)a), 0, "CI v%u of %zu bytes", v, len);
+            free(ca);
+            free(cb);
+        }
+        content_pd_hashes_free(back);
+        /* every truncation and a flipped count are refused */
+        for (ssize_t cut = 0; cut < n; cut += n / 7 + 1)
+            cr_assert_neq(content_pd_hashes_load(saved, (size_t)cut, &back), 0);
+        saved[20] ^= 1; /* nblocks */
+        cr_assert_neq(content_pd_hashes_load(saved, (size_t)n, &back), 0);
+        free(saved);
+        content_pd_hashes_free(h);
+        free(data);
+    }
+}
