@@ -39,6 +39,7 @@ void auth_settings_free(struct auth_settings *s);
 /* ---- content access tokens (ctoken.c) ---- */
 
 struct auth_site_keys;
+struct evp_pkey_st;
 
 /* True for a package or content id: 1..AUTH_CONTENT_ID_MAX of [A-Za-z0-9._-]. */
 bool auth_content_id_valid(const char *s);
@@ -50,5 +51,9 @@ enum auth_token_error auth_content_token_verify(const char *query, size_t len,
                                                 const struct auth_content_policy *policy,
                                                 const struct auth_site_keys *keys, int64_t now,
                                                 struct auth_content_token *out);
+/* Writes a signed token for t (what a management point hands out) into out: for cmgctl and
+ * tests. Returns 0, or -1 when it does not fit or the key is not RSA. */
+int auth_content_token_issue(struct evp_pkey_st *key, const struct auth_content_token *t, char *out,
+                             size_t cap);
 
 #endif

@@ -188,3 +188,60 @@ enum auth_token_error auth_content_token_verify(const char *query, size_t len,
         return AUTH_TOKEN_EXPIRED;
     return AUTH_TOKEN_OK;
 }
+
+/* Percent-encodes a parameter value (unreserved bytes and ':' kept as they are). */
+static size_t pct_encode(const char *s, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        bool keep = isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~' || ch == ':';
+        if (o + (keep ? 1 : 3) >= cap)
+            return 0;
+        if (keep) {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+int auth_content_token_issue(EVP_PKEY *key, const struct auth_content_token *t, char *out,
+                             size_t cap)
+{
+    char v[7][300];
+    const char *raw[4] = {t->package, t->content_id, t->client, t->issuer};
+    for (int i = 0; i < 4; i++)
+        if (!pct_encode(raw[i], v[i], sizeof(v[i])))
+            return -1;
+    struct tm tm;
+    time_t st = (time_t)t->start, et = (time_t)t->end;
+    gmtime_r(&st, &tm);
+    strftime(v[5], sizeof(v[5]), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    gmtime_r(&et, &tm);
+    strftime(v[6], sizeof(v[6]), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    int n = snprintf(out, cap, "pid=%s&cid=%s&tid=%s&iss=%s&alg=%s&st=%s&et=%s", v[0], v[1], v[2],
+                     v[3], CTOKEN_ALG, v[5], v[6]);
+    if (n < 0 || (size_t)n >= cap || !key || EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA)
+        return -1;
+    unsigned char sig[1024];
+    size_t siglen = sizeof(sig);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    int ok = md && EVP_DigestSignInit(md, &pctx, EVP_sha256(), NULL, key) == 1 &&
+             EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) == 1 &&
+             EVP_DigestSign(md, sig, &siglen, (const unsigned char *)out, (size_t)n) == 1;
+    EVP_MD_CTX_free(md);
+    ERR_clear_error();
+    if (!ok)
+        return -1;
+    char b64[1400];
+    auth_b64url_encode(sig, siglen, b64, sizeof(b64));
+    int m = snprintf(out + n, cap - (size_t)n, "&sig=%s", b64);
+    return m < 0 || (size_t)m >= cap - (size_t)n ? -1 : 0;
+}

@@ -47,6 +47,8 @@ static const char usage_text[] =
     "       cmgctl cert verify -c GATEWAY.INI CERT [--chain FILE]\n"
     "       cmgctl token issue site|bulk --key KEY --cert CERT --hierarchy ID [--lifetime T]\n"
     "                  [--unique-id ID]\n"
+    "       cmgctl token issue content --key KEY [--cert CERT] --package ID [--content-id ID]\n"
+    "                  [--lifetime T] [--issuer FQDN] [--client GUID:ID]\n"
     "       cmgctl token verify -c GATEWAY.INI TOKEN|- [--path /CCM_STS]\n"
     "       cmgctl content peerdist FILE --version 1.0|2.0\n"
     "                  (--secret-hex HEX | --key-file KEYFILE --password PW) [--hex]\n"
@@ -81,6 +83,13 @@ static const char usage_text[] =
     "    Signs a site-issued device token or a bulk-registration token (RS256) with the\n"
     "    site's token-signing key; prints it on standard output. --lifetime: default 90d for\n"
     "    site tokens, 3d for bulk tokens (at most 7d). For tests and lab setups.\n"
+    "\n"
+    "token issue content\n"
+    "    Signs a content access token as a management point hands it to a client with a\n"
+    "    content location: prints the query string for\n"
+    "    /downloadrestservice.svc/getcontentxmlsecure (docs/content.md). KEY is a signing key\n"
+    "    whose certificate is in the gateway's content.token_certs (--cert checks they match).\n"
+    "    --lifetime: default 8h. For tests and lab setups.\n"
     "\n"
     "token verify -c GATEWAY.INI TOKEN\n"
     "    The gateway's verdict on a bearer token, offline, from the [auth] section: prints the\n"
@@ -514,17 +523,83 @@ static bool parse_duration_s(const char *s, long long *out)
     return true;
 }
 
+/* A content access token as a management point hands it out: the query string for
+ * /downloadrestservice.svc/getcontentxmlsecure and the content URLs. */
+static int content_token_issue(const char *key_path, const char *cert_path, const char *package,
+                               const char *content_id, const char *issuer, const char *client,
+                               const char *lifetime)
+{
+    long long life = 8 * 3600;
+    if (!key_path || !package)
+        return usage_error("token issue content: --key and --package are required");
+    if (lifetime && !parse_duration_s(lifetime, &life))
+        return usage_error("token issue: --lifetime \"%s\": use e.g. 8h or 1d", lifetime);
+    if (!auth_content_id_valid(package) || (content_id && !auth_content_id_valid(content_id)))
+        return usage_error("token issue content: package and content ids are 1-64 characters "
+                           "of A-Z a-z 0-9 . _ -");
+    FILE *fp = fopen(key_path, "r");
+    EVP_PKEY *key = fp ? PEM_read_PrivateKey(fp, NULL, NULL, NULL) : NULL;
+    if (fp)
+        fclose(fp);
+    if (!key)
+        return op_error("the key does not load (PEM RSA private key expected)");
+    if (cert_path) {
+        struct auth_site_keys keys;
+        char err[512];
+        memset(&keys, 0, sizeof keys);
+        if (auth_site_keys_add_file(&keys, cert_path, err, sizeof err) != 0) {
+            EVP_PKEY_free(key);
+            return op_error(err);
+        }
+        bool match = EVP_PKEY_eq(key, keys.signers[0].key) == 1;
+        auth_site_keys_clear(&keys);
+        if (!match) {
+            EVP_PKEY_free(key);
+            return op_error("the key does not match the certificate");
+        }
+    }
+    struct auth_content_token t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.package, sizeof t.package, "%s", package);
+    snprintf(t.content_id, sizeof t.content_id, "%s", content_id ? content_id : package);
+    snprintf(t.issuer, sizeof t.issuer, "%s", issuer ? issuer : "mp.localtest.me");
+    if (client) {
+        snprintf(t.client, sizeof t.client, "%s", client);
+    } else {
+        unsigned char r[16];
+        RAND_bytes(r, sizeof r);
+        snprintf(t.client, sizeof t.client,
+                 "GUID:%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],
+                 r[1], r[2], r[3], r[4], r[5], (r[6] & 0x0f) | 0x40, r[7], (r[8] & 0x3f) | 0x80,
+                 r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+    }
+    t.start = (int64_t)time(NULL) - 60;
+    t.end = t.start + 60 + life;
+    char out[4096];
+    int rc = auth_content_token_issue(key, &t, out, sizeof out);
+    EVP_PKEY_free(key);
+    if (rc != 0)
+        return op_error("signing failed (an RSA key is needed)");
+    printf("%s\n", out);
+    fprintf(stderr, "cmgctl: content token for %s (%s), valid %lld s from now\n", t.package,
+            t.content_id, life);
+    return 0;
+}
+
 static int cmd_token_issue(int argc, char **argv)
 {
     const char *kind, *key_path = NULL, *cert_path = NULL, *hier = NULL, *lifetime = NULL,
-                      *uid = NULL;
-    const struct opt opts[] = {{"key", &key_path, 0},   {"cert", &cert_path, 0},
-                               {"hierarchy", &hier, 0}, {"lifetime", &lifetime, 0},
-                               {"unique-id", &uid, 0},  {NULL, NULL, 0}};
+                      *uid = NULL, *package = NULL, *content_id = NULL, *issuer = NULL,
+                      *client = NULL;
+    const struct opt opts[] = {{"key", &key_path, 0},          {"cert", &cert_path, 0},
+                               {"hierarchy", &hier, 0},        {"lifetime", &lifetime, 0},
+                               {"unique-id", &uid, 0},         {"package", &package, 0},
+                               {"content-id", &content_id, 0}, {"issuer", &issuer, 0},
+                               {"client", &client, 0},         {NULL, NULL, 0}};
     struct auth_site_keys keys;
     char err[512], uidbuf[40];
     long long life;
-    int rc = parse_args("token issue", "KIND (site or bulk)", argc, argv, opts, &kind);
+    int rc = parse_args("token issue", "KIND (site, bulk or content)", argc, argv, opts, &kind);
 
     if (rc < 0) {
         fputs(usage_text, stdout);
@@ -533,8 +608,11 @@ static int cmd_token_issue(int argc, char **argv)
     if (rc)
         return rc;
     bool bulk = strcmp(kind, "bulk") == 0;
+    if (strcmp(kind, "content") == 0)
+        return content_token_issue(key_path, cert_path, package, content_id, issuer, client,
+                                   lifetime);
     if (!bulk && strcmp(kind, "site") != 0)
-        return usage_error("token issue: KIND is site or bulk, not \"%s\"", kind);
+        return usage_error("token issue: KIND is site, bulk or content, not \"%s\"", kind);
     if (!key_path || !cert_path || !hier)
         return usage_error("token issue: --key, --cert and --hierarchy are required");
     life = bulk ? 3 * 86400 : 90 * 86400;
@@ -598,7 +676,7 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
     if (auth_entra_tenants_parse(st->entra_tenants, tenants, AUTH_ENTRA_TENANTS_MAX, &nt, err,
                                  sizeof err) != 0) {
         fprintf(stderr, "cmgctl: %s: auth.entra_tenants: %s\n", config, err);
-        return (enum auth_token_error)-1;
+        return (enum auth_token_error) - 1;
     }
     for (size_t i = 0; i < nt; i++)
         tids[i] = tenants[i].tenant;
@@ -610,7 +688,7 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
         src = auth_entra_source_new(NULL, err, sizeof err);
     }
     if (!src)
-        return (enum auth_token_error)-1;
+        return (enum auth_token_error) - 1;
     struct auth_entra_source_policy sp = {.refresh = st->entra_keys_refresh / 1000,
                                           .unknown_kid_interval = 0,
                                           .timeout_ms = st->fetch_timeout};
@@ -637,8 +715,7 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
         .nissuers = k ? k->nissuers : 0,
     };
     struct auth_entra_identity id;
-    enum auth_token_error e =
-        auth_entra_verify(tok, strlen(tok), &p, k ? k->jwks : NULL, &id);
+    enum auth_token_error e = auth_entra_verify(tok, strlen(tok), &p, k ? k->jwks : NULL, &id);
     printf("Entra ID keys: %u from %s for %zu tenant(s)\n", k && k->jwks ? k->jwks->nkeys : 0,
            authority, nt);
     if (e == AUTH_TOKEN_OK)
@@ -710,7 +787,7 @@ static int cmd_token_verify(int argc, char **argv)
     if (e == AUTH_TOKEN_UNKNOWN_KID && st.entra_tenants && *st.entra_tenants) {
         e = entra_verify(config, &st, tok);
         entra = true;
-        if (e == (enum auth_token_error)-1)
+        if (e == (enum auth_token_error) - 1)
             goto out;
     }
     if (e == AUTH_TOKEN_UNKNOWN_KID) {
