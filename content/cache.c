@@ -429,12 +429,13 @@ static int fill_sink(void *ctx, const void *data, size_t len)
         f->pd = NULL;
     }
     atomic_store_explicit(&e->filled, have + len, memory_order_release);
-    if (content_entry_state(e) == CONTENT_ENTRY_WAITING)
+    bool first = content_entry_state(e) == CONTENT_ENTRY_WAITING;
+    if (first)
         atomic_store_explicit(&e->state, CONTENT_ENTRY_STREAMING, memory_order_release);
     pthread_mutex_lock(&c->lock);
     c->stats.fill_bytes += len;
     pthread_mutex_unlock(&c->lock);
-    if (have + len - f->notified >= NOTIFY_STEP) {
+    if (first || have + len - f->notified >= NOTIFY_STEP) {
         f->notified = have + len;
         entry_notify(e);
     }

@@ -182,4 +182,35 @@ struct content_blob_info {
     bool has_md5;          /* ... when the store has one */
 };
 
+/* ---- packages in a store (manifest.c; docs/content.md "Package layout") ----
+ *
+ * The files of package P are the blobs "content/P/<path>"; its manifest, the blob
+ * "packages/P.json", is uploaded last: a package without one is incomplete. */
+
+#define CONTENT_PACKAGE_ID_MAX 64           /* characters of a package id ([A-Za-z0-9._-]) */
+#define CONTENT_ID_MAX 128                  /* characters of a content id (same alphabet) */
+#define CONTENT_PATH_MAX 900                /* bytes of a file's path inside its package */
+#define CONTENT_MANIFEST_FORMAT 1           /* the "format" written and understood */
+#define CONTENT_MANIFEST_MAX (16u << 20)    /* bytes of a manifest accepted */
+#define CONTENT_MANIFEST_FILES_MAX 200000   /* files of one package */
+#define CONTENT_SIZE_MAX ((1ull << 53) - 1) /* largest size a manifest carries (exact in JSON) */
+
+struct content_manifest_file {
+    char *path;            /* inside the package, '/'-separated; owned by the manifest */
+    uint64_t size;         /* bytes */
+    uint8_t md5[16];       /* MD5 of the file (base64 in the JSON) */
+    char etag[80];         /* the blob's ETag when the manifest was written, quotes included */
+    int64_t last_modified; /* the blob's Last-Modified, Unix seconds */
+};
+
+/* One package manifest. Every pointer in it is owned by it (content_manifest_free). */
+struct content_manifest {
+    char package[CONTENT_PACKAGE_ID_MAX + 1];
+    char content_id[CONTENT_ID_MAX + 1];
+    int64_t distributed; /* when it was distributed, Unix seconds */
+    uint64_t size;       /* the sum of the files' sizes */
+    size_t nfiles;
+    struct content_manifest_file *files; /* in path order (strcmp), paths unique */
+};
+
 #endif

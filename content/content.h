@@ -3,6 +3,7 @@
 #ifndef CMG_CONTENT_H
 #define CMG_CONTENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -175,6 +176,39 @@ int content_store_sas_url(const struct content_store *st, const char *name, int6
                           int64_t expires, char *out, size_t outlen, char *err, size_t errlen);
 const char *content_store_strerror(int err);
 
+/* ---- packages: names and manifests (manifest.c) ---- */
+
+/* 1..CONTENT_PACKAGE_ID_MAX characters of [A-Za-z0-9._-], not "." or "..". */
+bool content_package_id_is_valid(const char *id);
+/* The same alphabet, 1..CONTENT_ID_MAX characters. */
+bool content_id_is_valid(const char *id);
+/* A file's path inside a package: 1..CONTENT_PATH_MAX bytes of '/'-separated segments, none
+ * empty, "." or "..", no leading '/', no backslash, no control character. */
+bool content_path_is_valid(const char *path);
+/* "content/<package>/<path>" and "packages/<package>.json" into out; 0, or -1 when an argument
+ * is not valid or out is too small. */
+int content_file_blob_name(const char *package, const char *path, char *out, size_t len);
+int content_manifest_blob_name(const char *package, char *out, size_t len);
+
+/* Parses and checks a manifest (format 1; unknown members are ignored). On success *out is
+ * the caller's, to be released with content_manifest_free(). Returns 0, or -1 with the reason
+ * in err: JSON that does not parse, a missing or mistyped member, a bad package id, content
+ * id or path, a path given twice, a size beyond CONTENT_SIZE_MAX or sizes that do not add up
+ * to "size", more than CONTENT_MANIFEST_FILES_MAX files. */
+int content_manifest_parse(const char *json, size_t len, struct content_manifest **out, char *err,
+                           size_t errlen);
+/* A new manifest with nfiles zeroed file entries for the caller to fill (each path a heap
+ * string the manifest then owns); NULL when an argument is not valid or out of memory. */
+struct content_manifest *content_manifest_new(const char *package, const char *content_id,
+                                              int64_t distributed, size_t nfiles);
+/* Sorts the files by path, checks them as content_manifest_parse() would, sets m->size and
+ * returns the JSON text (NUL-terminated, *len bytes; the caller frees it), or NULL with the
+ * reason in err. */
+char *content_manifest_write(struct content_manifest *m, size_t *len, char *err, size_t errlen);
+/* The entry of path, or NULL. Borrowed from m. */
+const struct content_manifest_file *content_manifest_find(const struct content_manifest *m,
+                                                          const char *path);
+void content_manifest_free(struct content_manifest *m);
 /* ---- disk cache with single-flight fills (cache.c) and package manifests (catalog.c) ----
  *
  * Thread-safe. The cache owns a pool of fill threads that read blobs from the store into
