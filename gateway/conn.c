@@ -76,6 +76,7 @@ static void gw_conn_free(struct gw_conn *c, const char *why)
                  gw_peer_str(c, peer, sizeof(peer)));
     }
     gw_proxy_abort(c);
+    gw_content_release(c);
     if (c->move_to) { /* still queued for a hand-over: out of the queue */
         struct gw_conn **pp = &w->moving.head;
         while (*pp && *pp != c)
@@ -275,6 +276,7 @@ static void gw_conn_on_head(struct gw_conn *c)
 static void gw_conn_request_done(struct gw_conn *c)
 {
     gw_proxy_release(c);
+    gw_content_release(c);
     c->nrequests++;
     httpreq_next(&c->req);
     c->head_done = false;
@@ -295,7 +297,8 @@ void gw_conn_park(struct gw_conn *c, enum gw_wait_kind kind)
     c->wait_kind = (uint8_t)kind;
     c->waited = true;
     c->deadline = core_now_ms() + c->snap->cfg.auth.auth_wait;
-    GW_INC(c->w->metrics.auth_waits[kind == GW_WAIT_KEYS ? 1 : 0]);
+    if (kind == GW_WAIT_CRL || kind == GW_WAIT_KEYS)
+        GW_INC(c->w->metrics.auth_waits[kind == GW_WAIT_KEYS ? 1 : 0]);
 }
 
 /* Keeps what follows the current request (pipelined input) until the connection goes on. */
@@ -337,6 +340,13 @@ static bool gw_conn_request_read(struct gw_conn *c)
             c->state = GW_CS_WAIT;
             c->wait_kind = GW_WAIT_UPSTREAM;
             c->deadline = core_now_ms() + c->snap->cfg.tunnel_response_timeout;
+            return true;
+        }
+    } else if (c->content) {
+        if (!gw_content_done(c)) {
+            c->state = GW_CS_WAIT;
+            c->wait_kind = GW_WAIT_STREAM;
+            c->deadline = core_now_ms() + gw_content_stall_ms(c);
             return true;
         }
     } else if (!c->answered) {
@@ -426,6 +436,7 @@ static int gw_conn_process(struct gw_conn *c, const char *data, size_t len, bool
 static int gw_conn_flush(struct gw_conn *c)
 {
     bool progress = false;
+again:
     while (c->out_len > c->out_off) {
         ERR_clear_error();
         int n = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
@@ -439,6 +450,8 @@ static int gw_conn_flush(struct gw_conn *c)
         if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
             if (c->proxy && progress)
                 gw_proxy_client_drained(c);
+            if (c->content && progress)
+                gw_content_drained(c);
             /* send_timeout runs from the last byte the client took, not from each attempt */
             if (progress || !c->send_deadline)
                 c->send_deadline = core_now_ms() + c->snap->cfg.send_timeout;
@@ -450,9 +463,11 @@ static int gw_conn_flush(struct gw_conn *c)
     }
     if (c->proxy && progress)
         gw_proxy_client_drained(c); /* room again: the tunnel may send more */
+    if (c->content && gw_content_drained(c) && c->out_len > c->out_off)
+        goto again; /* more of the content answer was queued */
     /* Everything written: an idle connection keeps no buffers (one streaming an answer
      * through a tunnel keeps it for the next piece). */
-    if (c->proxy) {
+    if (c->proxy || c->content) {
         c->out_off = c->out_len = 0;
     } else {
         free(c->out);
@@ -825,6 +840,10 @@ static void gw_conn_resume(struct gw_conn *c)
         gw_proxy_timeout(c);
         return;
     }
+    if (kind == GW_WAIT_STREAM) {
+        gw_content_timeout(c);
+        return;
+    }
     c->state = GW_CS_BODY;
     c->deadline = core_now_ms() + c->snap->cfg.body_timeout;
     gw_router_head(c);
@@ -844,6 +863,28 @@ static void gw_conn_resume(struct gw_conn *c)
 static void gw_conn_wake(struct gw_conn *c)
 {
     event_active(&c->ev, EV_WRITE, 1);
+}
+
+void gw_conn_kick(struct gw_conn *c)
+{
+    gw_conn_wake(c);
+}
+
+void gw_conn_unpark(struct gw_conn *c)
+{
+    gw_conn_resume(c);
+}
+
+char *gw_conn_out_space(struct gw_conn *c, size_t n)
+{
+    gw_conn_out_reserve(c, n);
+    return c->out + c->out_len;
+}
+
+void gw_conn_out_commit(struct gw_conn *c, size_t n)
+{
+    c->out_len += (uint32_t)n;
+    c->req_out += n;
 }
 
 size_t gw_conn_out_pending(const struct gw_conn *c)
@@ -884,9 +925,9 @@ void gw_conn_proxy_head(struct gw_conn *c, int status, const char *reason, const
                      reason && *reason ? reason : gw_reason(status));
     gw_conn_out_append(c, line, (size_t)n);
     gw_conn_out_append(c, headers, len);
-    const char *conn = keep ? (httpreq_version_minor(&c->req) == 0 ? "connection: keep-alive\r\n"
-                                                                   : "")
-                            : "connection: close\r\n";
+    const char *conn =
+        keep ? (httpreq_version_minor(&c->req) == 0 ? "connection: keep-alive\r\n" : "")
+             : "connection: close\r\n";
     gw_conn_out_append(c, framing, strlen(framing));
     gw_conn_out_append(c, conn, strlen(conn));
     gw_conn_out_append(c, "\r\n", 2);
@@ -916,7 +957,8 @@ void gw_conn_proxy_data(struct gw_conn *c, const char *data, size_t len)
 /* The tunnel's part is over: the answer is whole (ok) or broke off. */
 static void gw_conn_proxy_finish(struct gw_conn *c)
 {
-    if (c->state == GW_CS_WAIT && c->wait_kind == GW_WAIT_UPSTREAM)
+    if (c->state == GW_CS_WAIT &&
+        (c->wait_kind == GW_WAIT_UPSTREAM || c->wait_kind == GW_WAIT_STREAM))
         gw_conn_request_done(c); /* the request was read: on to the next one */
     /* else the body is still coming in; gw_conn_request_read ends the request */
     gw_conn_wake(c);

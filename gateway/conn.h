@@ -9,15 +9,23 @@
 
 enum gw_conn_state {
     GW_CS_HANDSHAKE = 0,
-    GW_CS_IDLE,  /* between requests */
-    GW_CS_HEAD,  /* reading a request line and headers */
-    GW_CS_BODY,  /* reading a request body */
+    GW_CS_IDLE,   /* between requests */
+    GW_CS_HEAD,   /* reading a request line and headers */
+    GW_CS_BODY,   /* reading a request body */
     GW_CS_LINGER, /* response sent, TLS closed, draining what the client still sends */
     GW_CS_WAIT    /* request read; its answer waits for a fetch (CRL, keys) */
 };
 
 /* What a parked request waits for. */
-enum gw_wait_kind { GW_WAIT_NONE = 0, GW_WAIT_CRL, GW_WAIT_KEYS, GW_WAIT_UPSTREAM, GW_WAIT_MOVE };
+enum gw_wait_kind {
+    GW_WAIT_NONE = 0,
+    GW_WAIT_CRL,
+    GW_WAIT_KEYS,
+    GW_WAIT_UPSTREAM,
+    GW_WAIT_MOVE,
+    GW_WAIT_CONTENT, /* a package manifest, or the first answer of a cache fill */
+    GW_WAIT_STREAM   /* the rest of a content answer, as the cache fills */
+};
 
 struct gw_conn {
     struct gw_conn *prev, *next; /* worker's list */
@@ -44,11 +52,12 @@ struct gw_conn {
     bool resp_chunked;    /* the proxied answer is re-framed chunked */
     bool close_when_done; /* close once the proxied answer is out */
     uint16_t resp_status;
-    struct gw_proxy *proxy; /* owned: the request in flight on a tunnel */
-    bool moved;                /* handed over once already: not again */
-    struct gw_worker *move_to; /* while queued for a hand-over */
-    struct gw_conn *move_next; /* the worker's hand-over queue */
-    int64_t wait_mark;    /* GW_WAIT_KEYS: the forced-refresh time seen when parking */
+    struct gw_proxy *proxy;     /* owned: the request in flight on a tunnel */
+    struct gw_content *content; /* owned: a content request (content.c) */
+    bool moved;                 /* handed over once already: not again */
+    struct gw_worker *move_to;  /* while queued for a hand-over */
+    struct gw_conn *move_next;  /* the worker's hand-over queue */
+    int64_t wait_mark;          /* GW_WAIT_KEYS: the forced-refresh time seen when parking */
     uint32_t nrequests;
     uint64_t deadline;      /* monotonic ms; what happens then depends on state */
     uint64_t send_deadline; /* monotonic ms; set while output waits on a slow reader, else 0 */
@@ -80,6 +89,27 @@ void gw_conn_park(struct gw_conn *c, enum gw_wait_kind kind);
 /* For proxy.c: hands the connection, whose request head has been read and authenticated, to
  * worker `to` (whose tunnels serve the role id); that worker goes on with the request. */
 void gw_conn_move(struct gw_conn *c, struct gw_worker *to);
+
+/* Resumes a parked request (the router decides again); may free c. */
+void gw_conn_unpark(struct gw_conn *c);
+/* Wakes the connection's own event to write what was queued (never frees c). */
+void gw_conn_kick(struct gw_conn *c);
+/* Room for n more output bytes at the end of the queue, and taking n of them. */
+char *gw_conn_out_space(struct gw_conn *c, size_t n);
+void gw_conn_out_commit(struct gw_conn *c, size_t n);
+
+/* content.c: content requests. */
+#define GW_CONTENT_PREFIX "/cmgcontent/"
+/* Answers (or parks, or starts streaming) a content-location or content request; false if
+ * the path is not one of those. query is without '?' (may be NULL). */
+bool gw_content_route(struct gw_conn *c, const char *url, size_t plen, const char *query,
+                      size_t qlen);
+bool gw_content_done(const struct gw_conn *c);
+/* The client's output drained: queue more. True when something was queued or it ended. */
+bool gw_content_drained(struct gw_conn *c);
+void gw_content_release(struct gw_conn *c);
+void gw_content_timeout(struct gw_conn *c);
+uint64_t gw_content_stall_ms(const struct gw_conn *c);
 
 /* For proxy.c: answers arriving through a tunnel. */
 size_t gw_conn_out_pending(const struct gw_conn *c);

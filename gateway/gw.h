@@ -17,6 +17,7 @@
 #include "jwt.h"
 #include "tls.h"
 #include "tunnel.h"
+#include "content.h"
 
 /* ---- counters ----
  * Each worker writes only its own counters, with plain loads and stores (no lock prefix); the
@@ -59,16 +60,25 @@ struct gw_metrics {
     uint64_t auth_waits[2];                     /* requests that waited: CRL, keys */
     uint64_t revoked_closed; /* connections closed because a new CRL revoked their cert */
     uint64_t tunnels_open;
-    uint64_t tunnels_total;    /* tunnels whose hello succeeded */
-    uint64_t tunnels_refused;  /* TLS, certificate or hello failures */
-    uint64_t tunnels_lost;     /* closed by ping timeout, reset or error */
-    uint64_t proxied;          /* requests sent on a tunnel */
-    uint64_t proxy_retries;    /* re-sent on another tunnel after one died */
-    uint64_t proxy_failed;     /* answered 502/504 by the gateway */
-    uint64_t no_tunnel;        /* answered 503: role known, no live tunnel here */
-    uint64_t unknown_role;     /* answered 404: no connector serves the role id */
-    uint64_t handed_over;      /* client connections passed to a worker with a tunnel */
-    uint64_t token_fail[AUTH_TOKEN_ERROR_N];    /* refused bearer tokens by cause */
+    uint64_t tunnels_total;   /* tunnels whose hello succeeded */
+    uint64_t tunnels_refused; /* TLS, certificate or hello failures */
+    uint64_t tunnels_lost;    /* closed by ping timeout, reset or error */
+    uint64_t proxied;         /* requests sent on a tunnel */
+    uint64_t proxy_retries;   /* re-sent on another tunnel after one died */
+    uint64_t proxy_failed;    /* answered 502/504 by the gateway */
+    uint64_t no_tunnel;       /* answered 503: role known, no live tunnel here */
+    uint64_t unknown_role;    /* answered 404: no connector serves the role id */
+    uint64_t handed_over;     /* client connections passed to a worker with a tunnel */
+    uint64_t token_fail[AUTH_TOKEN_ERROR_N]; /* refused bearer tokens by cause */
+    uint64_t content_locations;              /* content-location answers */
+    uint64_t content_requests;               /* content answers started (200, 206, CI) */
+    uint64_t content_cache[2];     /* of those: served from a complete entry, from a fill */
+    uint64_t content_partial;      /* 206 */
+    uint64_t content_not_modified; /* 304 */
+    uint64_t content_peerdist;     /* Content Information sent */
+    uint64_t content_bytes;        /* content body bytes queued */
+    uint64_t content_token_fail;   /* refused content access tokens */
+    uint64_t content_errors;       /* storage failures, cut answers */
 };
 
 const char *gw_hs_fail_name(enum gw_hs_fail f);
@@ -84,6 +94,7 @@ struct gw_snapshot {
     SSL_CTX *tunnel_ssl_ctx;               /* owned; NULL when tunnels cannot be accepted */
     struct tls_client_trust *tunnel_trust; /* owned; the connector trust list */
     struct auth_site_keys site_keys;       /* owned keys of the site's token signers */
+    struct auth_site_keys content_keys;    /* owned: signers of content access tokens */
     char **bulk_blocked;                   /* owned, lower-case ids */
     size_t nbulk_blocked;
     struct auth_entra_tenant entra_tenants[AUTH_ENTRA_TENANTS_MAX];
@@ -111,8 +122,8 @@ void gw_file_signature(const char *path, char *buf, size_t len);
 struct gw_dyn {
     atomic_uint refs;
     uint64_t generation;
-    STACK_OF(X509_CRL) * crls;    /* every fetched CRL held, owned */
-    STACK_OF(X509_CRL) * changed; /* new or replaced since the previous generation, owned */
+    STACK_OF(X509_CRL) * crls;      /* every fetched CRL held, owned */
+    STACK_OF(X509_CRL) * changed;   /* new or replaced since the previous generation, owned */
     char (*attempted)[TLS_URL_MAX]; /* CRL URLs this process has fetched or tried, owned */
     size_t nattempted;
     struct auth_entra_keys *entra; /* owned; NULL when no tenant is onboarded */
@@ -155,14 +166,15 @@ void gw_tunnel_close_all(struct gw_worker *w, bool graceful);
 /* Worker: new CRLs arrived; tunnels whose connection point they revoke are closed. */
 void gw_tunnel_dyn_changed(struct gw_worker *w);
 /* A live tunnel of this worker that serves role_id (round robin), NULL if none. */
-struct gw_tunnel *gw_tunnel_pick(struct gw_worker *w, uint64_t role_id, const struct gw_tunnel *not);
+struct gw_tunnel *gw_tunnel_pick(struct gw_worker *w, uint64_t role_id,
+                                 const struct gw_tunnel * not );
 /* True when some connector (on any worker) has said it serves role_id. */
 bool gw_role_known(struct gw_server *s, uint64_t role_id);
 /* Worker: recomputes which role ids its live tunnels serve (for other workers' hand-overs). */
 void gw_tunnel_served_update(struct gw_worker *w);
 /* Another worker whose tunnels serve role_id, or NULL. */
 struct gw_worker *gw_worker_serving(struct gw_server *s, uint64_t role_id,
-                                    const struct gw_worker *not);
+                                    const struct gw_worker * not );
 
 /* ---- proxying one request on a tunnel (proxy.c) ---- */
 /* Starts the request of c (its head has been read and authenticated) as a stream. The body,
@@ -202,10 +214,10 @@ struct gw_token_entry {
     uint64_t hash;
     char *token; /* owned copy */
     uint32_t len;
-    uint32_t auth_gen;     /* the worker's auth_gen when judged */
-    uint64_t snap_gen;     /* the snapshot generation when judged */
-    int64_t until;         /* Unix s: the verdict holds until then */
-    bool entra;            /* counted as an Entra token */
+    uint32_t auth_gen; /* the worker's auth_gen when judged */
+    uint64_t snap_gen; /* the snapshot generation when judged */
+    int64_t until;     /* Unix s: the verdict holds until then */
+    bool entra;        /* counted as an Entra token */
     struct auth_identity id;
 };
 void gw_token_cache_free(struct gw_worker *w);
@@ -224,14 +236,14 @@ struct gw_worker {
     char tag[16];
     struct gw_server *server; /* borrowed, outlives the worker */
     pthread_t thread;
-    struct event_base *base;    /* owned */
-    struct core_mq *mq;         /* owned */
-    struct gw_snapshot *snap;   /* ref; new connections take theirs from here */
-    struct gw_dyn *dyn;         /* ref; the newest CRLs and keys */
-    uint32_t auth_gen;          /* bumped when CRLs, keys or the trust change */
+    struct event_base *base;       /* owned */
+    struct core_mq *mq;            /* owned */
+    struct gw_snapshot *snap;      /* ref; new connections take theirs from here */
+    struct gw_dyn *dyn;            /* ref; the newest CRLs and keys */
+    uint32_t auth_gen;             /* bumped when CRLs, keys or the trust change */
     struct gw_token_entry *tokens; /* owned, GW_TOKEN_CACHE slots, made on first use */
-    struct event **listeners;   /* owned; one per listen address */
-    struct event *accept_pause; /* owned; resumes accepting after EMFILE */
+    struct event **listeners;      /* owned; one per listen address */
+    struct event *accept_pause;    /* owned; resumes accepting after EMFILE */
     int *listen_fds;
     unsigned nlisteners;
     bool accepting;
@@ -248,6 +260,8 @@ struct gw_worker {
     uint64_t next_conn_id;
     struct gw_metrics metrics;
     struct log_ratelimit refuse_rl;
+    struct gw_content *content_waiters; /* content requests waiting for a fill or manifest */
+    atomic_bool content_wake;           /* a GW_MSG_CONTENT is queued */
     char *scratch; /* owned, GW_SCRATCH bytes: reads land here before parsing */
     char date[64]; /* cached Date header value */
     time_t date_sec;
@@ -261,7 +275,8 @@ enum gw_msg_type {
     GW_MSG_STOP,
     GW_MSG_DYN,
     GW_MSG_TUNNEL,
-    GW_MSG_CONN /* a client connection handed over by a worker without a suitable tunnel */
+    GW_MSG_CONN,   /* a client connection handed over by a worker without a suitable tunnel */
+    GW_MSG_CONTENT /* a cache fill or manifest fetch has news for this worker */
 };
 
 struct gw_server {
@@ -286,8 +301,23 @@ struct gw_server {
     pthread_mutex_t roles_lock; /* guards the role ids connectors have announced */
     uint64_t *roles;
     size_t nroles;
-    struct gw_refresher *refresher;             /* owned */
+    struct gw_refresher *refresher;      /* owned */
+    struct content_store *content_store; /* owned; NULL when content is off */
+    struct content_cache *content_cache; /* owned; NULL when content is off */
+    struct content_pd_secret content_pd; /* BranchCache server secret */
+    bool content_has_pd;
+    pthread_mutex_t content_notify_lock; /* fill threads post under it ... */
+    bool content_notify_off;             /* ... unless the workers are stopping */
 };
+
+/* ---- content (content.c) ---- */
+struct gw_content;
+/* Opens the store and the cache ([content], restart-only settings). 0 or -1 with err. */
+int gw_content_service_start(struct gw_server *s, char *err, size_t errlen);
+/* After the workers are gone. */
+void gw_content_service_stop(struct gw_server *s);
+/* Worker: GW_MSG_CONTENT arrived. */
+void gw_content_wake(struct gw_worker *w);
 
 int gw_worker_start(struct gw_worker *w);
 /* Sends a message to a worker (any thread). Takes ownership of arg on success. */

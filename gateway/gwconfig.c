@@ -65,17 +65,15 @@ static const struct config_key gw_own_keys[] = {
 
     {"tunnel", "enabled", CONFIG_BOOL, OFF(tunnel_enabled), "true", 0, 0, NULL, true},
     {"tunnel", "listen", CONFIG_STRING, OFF(tunnel_listen), NULL, 0, 0, NULL, true},
-    {"tunnel", "trusted_certs", CONFIG_STRING, OFF(tunnel_trusted_certs), NULL, 0, 0, NULL,
-     false},
+    {"tunnel", "trusted_certs", CONFIG_STRING, OFF(tunnel_trusted_certs), NULL, 0, 0, NULL, false},
     {"tunnel", "crl_files", CONFIG_STRING, OFF(tunnel_crl_files), NULL, 0, 0, NULL, false},
-    {"tunnel", "verify_revocation", CONFIG_BOOL, OFF(tunnel_verify_revocation), "true", 0, 0,
-     NULL, false},
-    {"tunnel", "tunnels_per_worker", CONFIG_UINT, OFF(tunnels_per_worker), "1", 1, 16, NULL,
+    {"tunnel", "verify_revocation", CONFIG_BOOL, OFF(tunnel_verify_revocation), "true", 0, 0, NULL,
      false},
+    {"tunnel", "tunnels_per_worker", CONFIG_UINT, OFF(tunnels_per_worker), "1", 1, 16, NULL, false},
     {"tunnel", "ping_interval", CONFIG_DURATION, OFF(tunnel_ping_interval), "10s", 100, 600000,
      NULL, false},
-    {"tunnel", "ping_timeout", CONFIG_DURATION, OFF(tunnel_ping_timeout), "20s", 100, 600000,
-     NULL, false},
+    {"tunnel", "ping_timeout", CONFIG_DURATION, OFF(tunnel_ping_timeout), "20s", 100, 600000, NULL,
+     false},
     {"tunnel", "response_timeout", CONFIG_DURATION, OFF(tunnel_response_timeout), "15m", 1000,
      86400000, NULL, false},
 
@@ -90,7 +88,7 @@ static const struct config_key gw_own_keys[] = {
     {"log", "connections", CONFIG_BOOL, OFF(log_connections), "true", 0, 0, NULL, false},
 };
 #define GW_OWN_KEYS (sizeof(gw_own_keys) / sizeof(gw_own_keys[0]))
-#define GW_MAX_KEYS (GW_OWN_KEYS + 48)
+#define GW_MAX_KEYS (GW_OWN_KEYS + 96)
 
 static struct config_key gw_all_keys[GW_MAX_KEYS];
 const struct config_key *gw_config_schema = gw_all_keys;
@@ -106,6 +104,11 @@ static void gw_schema_build(void)
     for (size_t i = 0; i < auth_settings_nkeys && n < GW_MAX_KEYS; i++) {
         gw_all_keys[n] = auth_settings_keys[i];
         gw_all_keys[n].offset += offsetof(struct gw_config, auth);
+        n++;
+    }
+    for (size_t i = 0; i < content_settings_nkeys && n < GW_MAX_KEYS; i++) {
+        gw_all_keys[n] = content_settings_keys[i];
+        gw_all_keys[n].offset += offsetof(struct gw_config, content);
         n++;
     }
     gw_config_schema_len = n;
@@ -191,6 +194,21 @@ static void gw_config_validate(struct gw_config *c, struct config_report *r)
     core_path_resolve(&c->ticket_key_file, dir);
     core_path_resolve(&c->log_file, dir);
     auth_settings_resolve(&c->auth, dir);
+    char err[512];
+    if (content_settings_finish(&c->content, dir, err, sizeof(err)) != 0) {
+        /* the message is "content.<key>: why" */
+        char key[64] = "enabled";
+        const char *why = err;
+        const char *colon = strchr(err, ':');
+        if (strncmp(err, "content.", 8) == 0 && colon && (size_t)(colon - err - 8) < sizeof(key)) {
+            memcpy(key, err + 8, (size_t)(colon - err - 8));
+            key[colon - err - 8] = '\0';
+            why = colon[1] == ' ' ? colon + 2 : colon + 1;
+        }
+        ssize_t k = config_find(gw_config_schema, gw_config_schema_len, "content", key);
+        config_report_error(r, gw_config_schema, k >= 0 ? (size_t)k : gw_key("content", "enabled"),
+                            "%s", why);
+    }
     free(dir);
 
     bool pfx = gw_set(c->pfx_file), pem = gw_set(c->cert_file) || gw_set(c->key_file);
@@ -256,6 +274,8 @@ int gw_config_load(const char *path, struct gw_config *cfg, struct config_report
 
 void gw_config_free(struct gw_config *cfg)
 {
+    if (cfg->content.account_key)
+        explicit_bzero(cfg->content.account_key, strlen(cfg->content.account_key));
     config_free(gw_config_schema, gw_config_schema_len, cfg);
     free(cfg->config_path);
     if (cfg->pfx_password_resolved) {

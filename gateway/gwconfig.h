@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "auth.h"
+#include "content.h"
 #include "core.h"
 
 enum gw_log_level { GW_LOG_ERROR = 0, GW_LOG_INFO = 1, GW_LOG_VERBOSE = 2 };
@@ -49,6 +50,8 @@ struct gw_config {
     uint64_t max_pipeline_bytes;
     /* [auth] (schema owned by the auth module) */
     struct auth_settings auth;
+    /* [content] (schema owned by the content module) */
+    struct content_settings content;
     /* [tunnel] */
     bool tunnel_enabled;
     char *tunnel_listen; /* default 0.0.0.0:<10124 + instance_id> */
@@ -77,7 +80,7 @@ struct gw_config {
 };
 
 /* The whole schema: the gateway's own sections plus the sections of the modules it hosts
- * ([auth]), with offsets into struct gw_config. Built on first use. */
+ * ([auth], [content]), with offsets into struct gw_config. Built on first use. */
 extern const struct config_key *gw_config_schema;
 extern size_t gw_config_schema_len;
 void gw_config_schema_init(void);

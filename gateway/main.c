@@ -285,6 +285,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "cmg-gateway: %s\n", err);
         goto out;
     }
+    pthread_mutex_init(&s.content_notify_lock, NULL);
+    if (gw_content_service_start(&s, err, sizeof(err)) != 0) {
+        LOG_ERROR("%s", err);
+        fprintf(stderr, "cmg-gateway: %s: %s\n", config, err);
+        goto out;
+    }
     for (unsigned i = 0; i < s.nworkers; i++) {
         struct gw_worker *w = &s.workers[i];
         w->id = i;
@@ -342,6 +348,10 @@ out:
     /* the refresher first: it posts to the workers' queues */
     gw_refresher_stop(&s);
     gw_tunnel_listen_stop(&s);
+    /* fill threads post to the workers' queues: not any more */
+    pthread_mutex_lock(&s.content_notify_lock);
+    s.content_notify_off = true;
+    pthread_mutex_unlock(&s.content_notify_lock);
     for (unsigned i = 0; i < started; i++)
         gw_worker_post(&s.workers[i], GW_MSG_STOP, NULL);
     for (unsigned i = 0; i < started; i++)
@@ -350,6 +360,8 @@ out:
         gw_snapshot_unref(s.workers[i].snap);
         gw_dyn_unref(s.workers[i].dyn);
     }
+    gw_content_service_stop(&s); /* no connection holds an entry any more */
+    pthread_mutex_destroy(&s.content_notify_lock);
     gw_admin_stop(&s);
     free(s.roles);
     free(s.workers);

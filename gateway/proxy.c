@@ -14,8 +14,9 @@
 
 #define GW_P_BODY_HIGH (256 * 1024) /* request body held for the tunnel before reading stops */
 #define GW_P_BODY_LOW (64 * 1024)
-#define GW_P_OUT_HIGH (256 * 1024) /* response bytes waiting for the client before the
-                                      stream's window stays shut */
+#define GW_P_OUT_HIGH                                                                              \
+    (256 * 1024) /* response bytes waiting for the client before the                               \
+                    stream's window stays shut */
 #define GW_P_MAX_ATTEMPTS 3
 
 struct gw_proxy {
@@ -48,13 +49,14 @@ static bool gw_proxy_idempotent(enum httpreq_method m)
 static bool gw_proxy_drop_header(const char *name, size_t len, const char *conn_tokens,
                                  size_t conn_len)
 {
-    static const char *const drop[] = {"connection", "keep-alive", "proxy-connection",
-                                       "te",         "transfer-encoding", "upgrade",
-                                       "host",       "expect",            "http2-settings"};
+    static const char *const drop[] = {
+        "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade",
+        "host",       "expect",     "http2-settings"};
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
         if (strlen(drop[i]) == len && strncasecmp(drop[i], name, len) == 0)
             return true;
-    if (auth_is_identity_header(name, len) || (len == 11 && strncasecmp(name, "cmg-role-id", 11) == 0))
+    if (auth_is_identity_header(name, len) ||
+        (len == 11 && strncasecmp(name, "cmg-role-id", 11) == 0))
         return true;
     /* and what the Connection header names */
     const char *p = conn_tokens, *end = conn_tokens + conn_len;
@@ -157,10 +159,10 @@ static int gw_proxy_submit(struct gw_proxy *p, struct gw_tunnel *t)
 
 /* Sends (or re-sends) the request on a tunnel of this worker. Returns false when none can
  * take it. */
-static bool gw_proxy_send(struct gw_proxy *p, const struct gw_tunnel *not)
+static bool gw_proxy_send(struct gw_proxy *p, const struct gw_tunnel * not )
 {
     struct gw_conn *c = p->c;
-    struct gw_tunnel *t = gw_tunnel_pick(c->w, p->role_id, not);
+    struct gw_tunnel *t = gw_tunnel_pick(c->w, p->role_id, not );
     if (!t)
         return false;
     int id = gw_proxy_submit(p, t);
@@ -255,8 +257,8 @@ void gw_proxy_start(struct gw_conn *c, uint64_t role_id, const char *path, size_
     gw_proxy_free(p);
     c->answered = true;
     if (known)
-        gw_conn_respond(c, 503, "Service Unavailable", "text/plain; charset=utf-8", body,
-                        (size_t)n, "Retry-After: 30\r\n");
+        gw_conn_respond(c, 503, "Service Unavailable", "text/plain; charset=utf-8", body, (size_t)n,
+                        "Retry-After: 30\r\n");
     else
         gw_conn_respond(c, 404, "Not Found", "text/plain; charset=utf-8", body, (size_t)n, NULL);
 }
@@ -376,9 +378,9 @@ void gw_proxy_on_close(struct gw_proxy *p, uint32_t error_code, bool complete)
         }
     }
     gw_proxy_fail(p, 502, "CMGConnector_BadGateway",
-                  lost ? "the tunnel went away before the answer"
-                       : error_code ? nghttp2_http2_strerror(error_code)
-                                    : "the stream ended without an answer");
+                  lost         ? "the tunnel went away before the answer"
+                  : error_code ? nghttp2_http2_strerror(error_code)
+                               : "the stream ended without an answer");
 }
 
 void gw_proxy_abort(struct gw_conn *c)

@@ -238,8 +238,8 @@ int gw_refresher_start(struct gw_server *s, char *err, size_t errlen)
     r->dir = strdup(dir && *dir ? dir : "cache");
     s->refresher = r;
     bool needed = ((s->snap->client_trust && s->snap->cfg.auth.verify_revocation) ||
-                   (s->snap->tunnel_trust && s->snap->cfg.tunnel_verify_revocation)) ?
-                      s->snap->cfg.auth.crl_fetch || s->snap->nentra_tenants
+                   (s->snap->tunnel_trust && s->snap->cfg.tunnel_verify_revocation))
+                      ? s->snap->cfg.auth.crl_fetch || s->snap->nentra_tenants
                       : s->snap->nentra_tenants > 0;
     if (needed && gw_mkdir_p(r->dir) != 0) {
         snprintf(err, errlen, "%s: auth.cache_dir: cannot create %s: %s", s->config_path, r->dir,

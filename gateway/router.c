@@ -111,7 +111,8 @@ static size_t gw_cert_crl_urls(struct gw_conn *c, char (*urls)[TLS_URL_MAX], siz
 bool gw_router_wait_over(struct gw_conn *c)
 {
     const struct gw_dyn *d = c->w->dyn;
-    if (c->wait_kind == GW_WAIT_UPSTREAM || c->wait_kind == GW_WAIT_MOVE)
+    if (c->wait_kind == GW_WAIT_UPSTREAM || c->wait_kind == GW_WAIT_MOVE ||
+        c->wait_kind == GW_WAIT_CONTENT || c->wait_kind == GW_WAIT_STREAM)
         return false; /* the answer comes from the tunnel (or another worker), or the deadline */
     if (c->wait_kind == GW_WAIT_KEYS)
         return d && d->entra && d->entra->forced_at != c->wait_mark;
@@ -192,8 +193,7 @@ static void gw_token_refused(struct gw_conn *c, const struct auth_route *route,
  * the identity filled, an error, or AUTH_TOKEN_ERROR_N when the request was parked to wait
  * for a key refresh. */
 static enum auth_token_error gw_entra_auth(struct gw_conn *c, const char *tok, size_t len,
-                                           int64_t now, struct auth_identity *out,
-                                           int64_t *expires)
+                                           int64_t now, struct auth_identity *out, int64_t *expires)
 {
     const struct gw_snapshot *snap = c->snap;
     const struct auth_entra_keys *k = c->w->dyn ? c->w->dyn->entra : NULL;
@@ -256,8 +256,7 @@ static const struct gw_token_entry *gw_token_lookup(struct gw_conn *c, const cha
 {
     struct gw_token_entry *e = gw_token_slot(c->w, hash);
     if (!e || !e->token || e->hash != hash || e->len != len || e->auth_gen != c->w->auth_gen ||
-        e->snap_gen != c->w->snap->generation || now >= e->until ||
-        memcmp(e->token, tok, len) != 0)
+        e->snap_gen != c->w->snap->generation || now >= e->until || memcmp(e->token, tok, len) != 0)
         return NULL;
     return e;
 }
@@ -441,6 +440,11 @@ void gw_router_head(struct gw_conn *c)
     size_t plen = q ? (size_t)(q - url) : ulen;
     if (plen == 0 || url[0] != '/' || !gw_router_method_allowed(c->req.method))
         return;
+    if (gw_content_route(c, url, plen, q ? q + 1 : NULL, q ? ulen - plen - 1 : 0)) {
+        if (c->state != GW_CS_WAIT && !c->content)
+            c->answered = true;
+        return;
+    }
     struct auth_route route;
     if (auth_route_classify(url, plen, &route) != AUTH_ROUTE_ROLE)
         return; /* answered once the whole request is read */

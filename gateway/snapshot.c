@@ -48,8 +48,8 @@ static int gw_snapshot_client_trust(struct gw_snapshot *s, struct config_report 
     free(co);
     if (!s->client_trust) {
         const char *key = strstr(err, "thumbprint") || strstr(err, "fail-open") ? "crl_fail_open"
-                          : strstr(err, "CRL")                                   ? "crl_files"
-                                                                                 : "trusted_certs";
+                          : strstr(err, "CRL")                                  ? "crl_files"
+                                                                                : "trusted_certs";
         config_report_error(r, gw_config_schema, gw_key("auth", key), "%s", err);
         return -1;
     }
@@ -249,6 +249,26 @@ static int gw_snapshot_tunnel(struct gw_snapshot *s, struct config_report *r)
     return 0;
 }
 
+/* The management points' certificates that sign content access tokens ([content]). */
+static int gw_snapshot_content(struct gw_snapshot *s, struct config_report *r)
+{
+    const struct content_settings *cs = &s->cfg.content;
+    char err[512];
+    if (!cs->enabled || !cs->token_certs || !*cs->token_certs)
+        return 0;
+    const char *files[AUTH_SITE_SIGNERS_MAX + 1];
+    char *copy;
+    size_t n = core_split_list(cs->token_certs, &copy, files, AUTH_SITE_SIGNERS_MAX + 1);
+    for (size_t i = 0; i < n; i++)
+        if (auth_site_keys_add_file(&s->content_keys, files[i], err, sizeof(err)) != 0) {
+            config_report_error(r, gw_config_schema, gw_key("content", "token_certs"), "%s", err);
+            free(copy);
+            return -1;
+        }
+    free(copy);
+    return 0;
+}
+
 struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
                                       const struct tls_ticket_keys *fallback_keys,
                                       struct config_report *report)
@@ -261,7 +281,7 @@ struct gw_snapshot *gw_snapshot_build(const char *path, uint64_t generation,
     if (gw_config_load(path, &s->cfg, report) != 0)
         goto fail;
     if (gw_snapshot_client_trust(s, report) != 0 || gw_snapshot_site_tokens(s, report) != 0 ||
-        gw_snapshot_entra(s, report) != 0)
+        gw_snapshot_entra(s, report) != 0 || gw_snapshot_content(s, report) != 0)
         goto fail;
     s->ssl_ctx = gw_snapshot_tls(s, fallback_keys, report);
     if (!s->ssl_ctx || gw_snapshot_tunnel(s, report) != 0)
@@ -296,6 +316,7 @@ void gw_snapshot_unref(struct gw_snapshot *s)
         SSL_CTX_free(s->tunnel_ssl_ctx);
     tls_client_trust_free(s->tunnel_trust);
     auth_site_keys_clear(&s->site_keys);
+    auth_site_keys_clear(&s->content_keys);
     for (size_t i = 0; i < s->nbulk_blocked; i++)
         free(s->bulk_blocked[i]);
     free(s->bulk_blocked);

@@ -220,6 +220,9 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
     case GW_MSG_CONN:
         gw_conn_adopt(w, msg->arg);
         break;
+    case GW_MSG_CONTENT:
+        gw_content_wake(w);
+        break;
     case GW_MSG_TUNNEL: {
         int *fd = msg->arg;
         gw_tunnel_accept(w, *fd);
