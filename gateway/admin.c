@@ -114,6 +114,81 @@ static const char *gw_token_error_of(int i)
 #define GW_LABELLED(o, s, name, help, label, fn, field, from, n)                                   \
     gw_metric_labelled(o, s, name, help, label, fn, offsetof(struct gw_metrics, field), from, n)
 
+static const char *gw_content_source_of(int i)
+{
+    return i == 0 ? "cache" : "fill";
+}
+
+static void gw_content_metrics(struct gw_out *o, struct gw_server *s)
+{
+    GW_LABELLED(o, s, "cmg_content_requests_total",
+                "Content answers started, by where the bytes came from: a complete cached file "
+                "or a fill in progress.",
+                "source", gw_content_source_of, content_cache, 0, 2);
+    GW_M(o, s, "cmg_content_locations_total", "counter",
+         "Content-location manifests answered (getcontentxmlsecure).", content_locations);
+    GW_M(o, s, "cmg_content_partial_total", "counter", "Content answers with 206 (Range).",
+         content_partial);
+    GW_M(o, s, "cmg_content_not_modified_total", "counter", "Content answers with 304.",
+         content_not_modified);
+    GW_M(o, s, "cmg_content_peerdist_total", "counter",
+         "BranchCache Content Information sent instead of the content.", content_peerdist);
+    GW_M(o, s, "cmg_content_bytes_total", "counter", "Content body bytes sent to clients.",
+         content_bytes);
+    GW_M(o, s, "cmg_content_token_refused_total", "counter",
+         "Content access tokens refused (401 CMGService_Invalid_Token).", content_token_fail);
+    GW_M(o, s, "cmg_content_errors_total", "counter",
+         "Content requests that failed: storage errors, fills that broke off, stalls.",
+         content_errors);
+    struct content_cache_stats st;
+    content_cache_stats(s->content_cache, &st);
+    gw_out_printf(o,
+                  "# HELP cmg_content_cache_entries Files in the content cache (complete or "
+                  "filling).\n# TYPE cmg_content_cache_entries gauge\ncmg_content_cache_entries "
+                  "%llu\n"
+                  "# HELP cmg_content_cache_bytes Bytes the content cache holds or is filling.\n"
+                  "# TYPE cmg_content_cache_bytes gauge\ncmg_content_cache_bytes %llu\n"
+                  "# HELP cmg_content_cache_max_bytes The cache's bound (content.cache_max).\n"
+                  "# TYPE cmg_content_cache_max_bytes gauge\ncmg_content_cache_max_bytes %llu\n"
+                  "# HELP cmg_content_cache_hits_total Lookups that found a complete file.\n"
+                  "# TYPE cmg_content_cache_hits_total counter\ncmg_content_cache_hits_total "
+                  "%llu\n"
+                  "# HELP cmg_content_cache_misses_total Lookups that started a fill.\n"
+                  "# TYPE cmg_content_cache_misses_total counter\ncmg_content_cache_misses_total "
+                  "%llu\n"
+                  "# HELP cmg_content_fills_total Fills from storage that ended, by result.\n"
+                  "# TYPE cmg_content_fills_total counter\n"
+                  "cmg_content_fills_total{result=\"ok\"} %llu\n"
+                  "cmg_content_fills_total{result=\"failed\"} %llu\n"
+                  "# HELP cmg_content_fills_active Fills in progress.\n"
+                  "# TYPE cmg_content_fills_active gauge\ncmg_content_fills_active %llu\n"
+                  "# HELP cmg_content_fill_bytes_total Bytes read from storage into the cache.\n"
+                  "# TYPE cmg_content_fill_bytes_total counter\ncmg_content_fill_bytes_total "
+                  "%llu\n"
+                  "# HELP cmg_content_evictions_total Files evicted to stay within cache_max.\n"
+                  "# TYPE cmg_content_evictions_total counter\ncmg_content_evictions_total %llu\n"
+                  "# HELP cmg_content_integrity_failures_total Fills refused because the MD5 "
+                  "did not match.\n"
+                  "# TYPE cmg_content_integrity_failures_total counter\n"
+                  "cmg_content_integrity_failures_total %llu\n"
+                  "# HELP cmg_content_manifest_fetches_total Package manifests read from "
+                  "storage.\n"
+                  "# TYPE cmg_content_manifest_fetches_total counter\n"
+                  "cmg_content_manifest_fetches_total %llu\n"
+                  "# HELP cmg_content_manifest_failures_total Package manifest reads that "
+                  "failed.\n"
+                  "# TYPE cmg_content_manifest_failures_total counter\n"
+                  "cmg_content_manifest_failures_total %llu\n",
+                  (unsigned long long)st.entries, (unsigned long long)st.bytes,
+                  (unsigned long long)st.max_bytes, (unsigned long long)st.hits,
+                  (unsigned long long)st.misses, (unsigned long long)st.fills_ok,
+                  (unsigned long long)st.fills_failed, (unsigned long long)st.fills_active,
+                  (unsigned long long)st.fill_bytes, (unsigned long long)st.evictions,
+                  (unsigned long long)st.integrity_failures,
+                  (unsigned long long)st.manifest_fetches,
+                  (unsigned long long)st.manifest_failures);
+}
+
 char *gw_metrics_render(struct gw_server *s, size_t *len)
 {
     struct gw_out o = {malloc(16384), 0, 16384};
@@ -239,6 +314,8 @@ char *gw_metrics_render(struct gw_server *s, size_t *len)
     GW_LABELLED(&o, s, "cmg_auth_token_rejections_total",
                 "Bearer tokens refused on CCM_Proxy_ServerAuth routes, by cause.", "cause",
                 gw_token_error_of, token_fail, 1, AUTH_TOKEN_ERROR_N);
+    if (s->content_cache)
+        gw_content_metrics(&o, s);
     char *fetched = gw_refresher_metrics(s);
     if (fetched) {
         gw_out_printf(&o, "%s", fetched);
