@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "content-cmd.h"
 #include "content.h"
 #include "jwt.h"
 #include "core.h"
@@ -1028,6 +1029,7 @@ static int run(int argc, char **argv)
         return usage_error("missing command");
     if (is(cmd, "--help") || is(cmd, "-h") || is(cmd, "help")) {
         fputs(usage_text, stdout);
+        printf("\n%s\n%s", cmgctl_content_usage, cmgctl_content_help);
         return 0;
     }
     if (is(cmd, "version") || is(cmd, "--version"))
@@ -1043,8 +1045,12 @@ static int run(int argc, char **argv)
                : is(sub, "verify") ? cmd_token_verify(argc - 3, argv + 3)
                                    : usage_error("token: expected \"issue\" or \"verify\"");
     if (is(cmd, "content"))
-        return is(sub, "peerdist") ? cmd_content_peerdist(argc - 3, argv + 3)
-                                   : usage_error("content: expected \"peerdist\"");
+        return is(sub, "peerdist")     ? cmd_content_peerdist(argc - 3, argv + 3)
+               : is(sub, "distribute") ? cmgctl_content_distribute(argc - 3, argv + 3)
+               : is(sub, "list")       ? cmgctl_content_list(argc - 3, argv + 3)
+               : is(sub, "remove")     ? cmgctl_content_remove(argc - 3, argv + 3)
+                                       : usage_error("content: expected \"distribute\", \"list\", "
+                                                         "\"remove\" or \"peerdist\"");
     if (is(cmd, "tickets"))
         return is(sub, "rotate") ? cmd_tickets_rotate(argc - 3, argv + 3)
                                  : usage_error("tickets: expected \"rotate\"");
