@@ -172,7 +172,9 @@ enum content_entry_state content_entry_state(const struct content_entry *e)
 
 uint64_t content_entry_filled(const struct content_entry *e)
 {
-    return atomic_load_explicit(&e->filled, memory_order_acquire);
+    /* seq_cst, like the fill's store: a reader that subscribed and then finds nothing new is
+     * sure to be notified of what comes next */
+    return atomic_load(&e->filled);
 }
 
 const struct content_blob_info *content_entry_info(const struct content_entry *e)
@@ -428,7 +430,7 @@ static int fill_sink(void *ctx, const void *data, size_t len)
         content_pd_hasher_free(f->pd); /* CI cannot be offered; the content still can */
         f->pd = NULL;
     }
-    atomic_store_explicit(&e->filled, have + len, memory_order_release);
+    atomic_store(&e->filled, have + len); /* seq_cst: ordered before the subscribers load below */
     bool first = content_entry_state(e) == CONTENT_ENTRY_WAITING;
     if (first)
         atomic_store_explicit(&e->state, CONTENT_ENTRY_STREAMING, memory_order_release);

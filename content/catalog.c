@@ -218,6 +218,15 @@ enum content_lookup content_catalog_get(struct content_cache *c, const char *pac
     return r;
 }
 
+bool content_catalog_settled(struct content_cache *c, const char *package)
+{
+    pthread_mutex_lock(&c->lock);
+    struct content_catalog_slot *s = slot_find(c, package);
+    bool settled = !s || s->state != CONTENT_LOOKUP_PENDING;
+    pthread_mutex_unlock(&c->lock);
+    return settled;
+}
+
 void content_catalog_clear(struct content_cache *c)
 {
     for (size_t i = 0; i < c->ncatalog; i++)

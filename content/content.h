@@ -294,6 +294,9 @@ enum content_lookup {
 };
 enum content_lookup content_catalog_get(struct content_cache *c, const char *package,
                                         uint64_t subscriber, struct content_package **out);
+/* True when no first fetch of package is under way any more (what a PENDING lookup waits
+ * for has happened). */
+bool content_catalog_settled(struct content_cache *c, const char *package);
 const struct content_manifest *content_package_manifest(const struct content_package *p);
 void content_package_unref(struct content_package *p);
 

@@ -281,6 +281,7 @@ static void gw_conn_request_done(struct gw_conn *c)
     httpreq_next(&c->req);
     c->head_done = false;
     c->waited = false;
+    c->content_parks = 0;
     c->answered = false;
     c->req_read = false;
     c->resp_chunked = false;
@@ -850,7 +851,10 @@ static void gw_conn_resume(struct gw_conn *c)
     if (c->state == GW_CS_WAIT) /* only when an upstream answer is awaited */
         return;
     if (c->req_read && gw_conn_request_read(c)) {
-        gw_conn_watch(c, EV_TIMEOUT);
+        if (c->out_len > c->out_off)
+            gw_conn_flush(c); /* a content answer started streaming: write it (may free c) */
+        else
+            gw_conn_watch(c, EV_TIMEOUT);
         return;
     }
     gw_conn_read(c);
@@ -1102,7 +1106,10 @@ static void gw_conn_adopt_here(struct gw_conn *c)
         return;
     }
     if (c->req_read && gw_conn_request_read(c)) {
-        gw_conn_watch(c, EV_TIMEOUT);
+        if (c->out_len > c->out_off)
+            gw_conn_flush(c); /* a content answer started streaming: write it (may free c) */
+        else
+            gw_conn_watch(c, EV_TIMEOUT);
         return;
     }
     gw_conn_read(c);

@@ -39,18 +39,19 @@ struct gw_conn {
     uint8_t state;    /* enum gw_conn_state */
     bool close_after; /* close once the output is written */
     bool draining;
-    bool head_done;       /* the current request's head has been acted on */
-    bool held;            /* input parked in `in` until the output drains */
-    uint8_t cert_verdict; /* enum tls_client_verdict, set when the handshake ends */
-    uint32_t verdict_gen; /* the worker's auth_gen when cert_verdict was made */
-    uint8_t wait_kind;    /* enum gw_wait_kind while state is GW_CS_WAIT */
-    bool waited;          /* the current request has waited once: it is not parked again */
-    bool crls_known;      /* every CRL its certificate chain names has been tried */
-    bool answered;        /* the current request was answered at its head (error) */
-    bool req_read;        /* the current request has been read to its end */
-    bool input_paused;    /* the tunnel takes the body slower than the client sends it */
-    bool resp_chunked;    /* the proxied answer is re-framed chunked */
-    bool close_when_done; /* close once the proxied answer is out */
+    bool head_done;        /* the current request's head has been acted on */
+    bool held;             /* input parked in `in` until the output drains */
+    uint8_t cert_verdict;  /* enum tls_client_verdict, set when the handshake ends */
+    uint32_t verdict_gen;  /* the worker's auth_gen when cert_verdict was made */
+    uint8_t wait_kind;     /* enum gw_wait_kind while state is GW_CS_WAIT */
+    bool waited;           /* the current request has waited once: it is not parked again */
+    uint8_t content_parks; /* content waits of the current request: 1 manifest, 2 fill */
+    bool crls_known;       /* every CRL its certificate chain names has been tried */
+    bool answered;         /* the current request was answered at its head (error) */
+    bool req_read;         /* the current request has been read to its end */
+    bool input_paused;     /* the tunnel takes the body slower than the client sends it */
+    bool resp_chunked;     /* the proxied answer is re-framed chunked */
+    bool close_when_done;  /* close once the proxied answer is out */
     uint16_t resp_status;
     struct gw_proxy *proxy;     /* owned: the request in flight on a tunnel */
     struct gw_content *content; /* owned: a content request (content.c) */

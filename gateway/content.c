@@ -29,9 +29,10 @@ struct gw_content {
     struct gw_content *wprev, *wnext; /* the worker's waiters, while is_waiting */
     bool is_waiting;
     uint8_t phase;           /* enum gw_content_phase */
-    struct content_entry *e; /* reference, while a file is read */
-    uint64_t pos, end;       /* next byte to send, one past the last */
-    uint8_t *ci;             /* owned: a PeerDist CI being sent as the body */
+    struct content_entry *e; /* reference, while a file is read or its fill awaited */
+    char package[CONTENT_PACKAGE_ID_MAX + 1]; /* PARKED without e: the manifest awaited */
+    uint64_t pos, end;                        /* next byte to send, one past the last */
+    uint8_t *ci;                              /* owned: a PeerDist CI being sent as the body */
     size_t ci_len, ci_off;
 };
 
@@ -201,11 +202,15 @@ static void gw_content_plain(struct gw_conn *c, int status, const char *reason, 
     gw_conn_respond(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n, extra);
 }
 
-/* Parks the request until a fill thread has news (or auth.auth_wait passes). */
-static void gw_content_park(struct gw_conn *c)
+/* Parks the request until the fill of e (a reference it takes), or else the manifest of
+ * package, has news (or auth.auth_wait passes). */
+static void gw_content_park(struct gw_conn *c, struct content_entry *e, const char *package)
 {
     struct gw_content *gc = c->content ? c->content : gw_content_new(c);
     gc->phase = GW_CP_PARKED;
+    gc->e = e;
+    if (package)
+        snprintf(gc->package, sizeof(gc->package), "%s", package);
     gw_content_wait(gc);
     gw_conn_park(c, GW_WAIT_CONTENT);
 }
@@ -393,8 +398,9 @@ static struct content_package *gw_content_package(struct gw_conn *c, const char 
     case CONTENT_LOOKUP_FOUND:
         return pkg;
     case CONTENT_LOOKUP_PENDING:
-        if (!c->waited) {
-            gw_content_park(c);
+        if (!(c->content_parks & 1)) {
+            c->content_parks |= 1;
+            gw_content_park(c, NULL, package);
             return NULL;
         }
         LOG_WARN("c%u.%llu content: manifest of %s still not read after auth.auth_wait", c->w->id,
@@ -427,8 +433,7 @@ static void gw_content_location(struct gw_conn *c, const char *query, size_t qle
     const struct content_manifest *m = content_package_manifest(pkg);
     if (strcmp(m->content_id, t.content_id) != 0) {
         LOG_INFO("c%u.%llu content: %s here is content %s, the token names %s", c->w->id,
-                 (unsigned long long)c->id, t.package, m->content_id,
-                 t.content_id);
+                 (unsigned long long)c->id, t.package, m->content_id, t.content_id);
         content_package_unref(pkg);
         gw_content_plain(c, 404, "Not Found", NULL);
         return;
@@ -454,8 +459,7 @@ static void gw_content_location(struct gw_conn *c, const char *query, size_t qle
     gw_xml_raw(&x, &len, &cap, "\" ContentID=\"");
     gw_xml_attr(&x, &len, &cap, t.content_id);
     gw_xml_raw(&x, &len, &cap, "\" Size=\"%llu\" Files=\"%zu\" Source=\"%s\" Expires=\"%s\">\r\n",
-               (unsigned long long)m->size, m->nfiles,
-               sas ? "storage" : "gateway", when);
+               (unsigned long long)m->size, m->nfiles, sas ? "storage" : "gateway", when);
     bool failed = false;
     for (size_t i = 0; i < m->nfiles && !failed; i++) {
         const struct content_manifest_file *f = &m->files[i];
@@ -703,11 +707,12 @@ static void gw_content_file(struct gw_conn *c, const char *path, size_t plen, co
     }
     enum content_entry_state st = content_entry_state(e);
     if (st == CONTENT_ENTRY_WAITING && want.size > 0) {
-        content_entry_unref(e);
-        if (!c->waited) {
-            gw_content_park(c);
+        if (!(c->content_parks & 2)) {
+            c->content_parks |= 2;
+            gw_content_park(c, e, NULL);
             return;
         }
+        content_entry_unref(e);
         GW_INC(c->w->metrics.content_errors);
         gw_content_plain(c, 504, "Gateway Timeout", NULL);
         return;
@@ -857,8 +862,12 @@ void gw_content_wake(struct gw_worker *w)
         struct gw_content *next = gc->wnext;
         struct gw_conn *c = gc->c;
         if (gc->phase == GW_CP_PARKED) {
-            gw_content_unwait(gc);
-            gw_conn_unpark(c); /* the router decides again with what arrived */
+            bool ready = gc->e ? content_entry_state(gc->e) != CONTENT_ENTRY_WAITING
+                               : content_catalog_settled(w->server->content_cache, gc->package);
+            if (ready) {
+                gw_content_unwait(gc);
+                gw_conn_unpark(c); /* the router decides again with what arrived */
+            }
         } else if (gc->phase == GW_CP_STREAM) {
             gw_content_unwait(gc);
             bool moved = gw_content_pump(c); /* may end the request and free gc */

@@ -553,10 +553,10 @@ class Conn:
             data = data.encode("latin-1")
         self.sock.sendall(data)
 
-    def _fill(self, timeout=None):
-        """Reads more bytes into buf; returns False at EOF. Raises socket.timeout."""
+    def _recv(self, timeout=None):
+        """The next bytes from the socket, b"" at EOF. Raises socket.timeout."""
         if self.eof:
-            return False
+            return b""
         self.sock.settimeout(self.timeout if timeout is None else timeout)
         try:
             data = self.sock.recv(65536)
@@ -568,6 +568,12 @@ class Conn:
             data = b""
         if not data:
             self.eof = True
+        return data
+
+    def _fill(self, timeout=None):
+        """Reads more bytes into buf; returns False at EOF. Raises socket.timeout."""
+        data = self._recv(timeout)
+        if not data:
             return False
         self.buf += data
         return True
@@ -584,12 +590,22 @@ class Conn:
         return out
 
     def _read_n(self, n, deadline):
-        while len(self.buf) < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout(f"body short: {len(self.buf)} of {n}")
-            if not self._fill(left):
-                raise ConnectionClosed(f"closed in the body: {len(self.buf)} of {n}")
+        # pieces joined once at the end: appending to one bytes object is quadratic, which
+        # makes a body of tens of MiB take minutes
+        parts, have = [self.buf], len(self.buf)
+        self.buf = b""
+        try:
+            while have < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout(f"body short: {have} of {n}")
+                data = self._recv(left)
+                if not data:
+                    raise ConnectionClosed(f"closed in the body: {have} of {n}")
+                parts.append(data)
+                have += len(data)
+        finally:
+            self.buf = b"".join(parts)
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
@@ -631,17 +647,20 @@ class Conn:
     def read_until_close(self, timeout):
         """Reads everything until EOF; returns (bytes, closed?). timeout in real seconds."""
         deadline = time.monotonic() + timeout
+        parts = [self.buf]
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             try:
-                if not self._fill(left):
-                    break
+                data = self._recv(left)
             except (socket.timeout, TimeoutError):
                 break
-        out, self.buf = self.buf, b""
-        return out, self.eof
+            if not data:
+                break
+            parts.append(data)
+        self.buf = b""
+        return b"".join(parts), self.eof
 
     def wait_closed(self, timeout):
         """True if the peer closes within timeout (real seconds); unread data is discarded."""
