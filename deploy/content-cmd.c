@@ -760,7 +760,8 @@ int cmgctl_content_list(int argc, char **argv)
                 p->missing++;
         }
     }
-    qsort(ps.v, ps.n, sizeof(*ps.v), cmp_package);
+    if (ps.n)
+        qsort(ps.v, ps.n, sizeof(*ps.v), cmp_package);
     struct usage_report u;
     storage_state(&s, used, &u);
     if (a.json) {
