@@ -496,7 +496,7 @@ static int folder_list(struct content_store *st, const char *prefix, content_sto
     if (start[0] && !store_name_is_valid(start))
         return 0; /* no blob can have such a prefix */
     int rc = walk(st, start, prefix, &ns, 0, err, errlen);
-    if (rc == 0)
+    if (rc == 0 && ns.n)
         qsort(ns.v, ns.n, sizeof(*ns.v), cmp_names);
     struct content_blob_info *info = malloc(sizeof(*info));
     if (!info && rc == 0) {

@@ -1049,8 +1049,9 @@ static int run(int argc, char **argv)
                : is(sub, "distribute") ? cmgctl_content_distribute(argc - 3, argv + 3)
                : is(sub, "list")       ? cmgctl_content_list(argc - 3, argv + 3)
                : is(sub, "remove")     ? cmgctl_content_remove(argc - 3, argv + 3)
+               : is(sub, "url")        ? cmgctl_content_url(argc - 3, argv + 3)
                                        : usage_error("content: expected \"distribute\", \"list\", "
-                                                         "\"remove\" or \"peerdist\"");
+                                                         "\"remove\", \"url\" or \"peerdist\"");
     if (is(cmd, "tickets"))
         return is(sub, "rotate") ? cmd_tickets_rotate(argc - 3, argv + 3)
                                  : usage_error("tickets: expected \"rotate\"");

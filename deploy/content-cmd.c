@@ -29,7 +29,8 @@
 const char cmgctl_content_usage[] =
     "       cmgctl content distribute -c GATEWAY.INI PACKAGE FOLDER [--content-id ID] [--json]\n"
     "       cmgctl content list -c GATEWAY.INI [--json]\n"
-    "       cmgctl content remove -c GATEWAY.INI PACKAGE [--json]\n";
+    "       cmgctl content remove -c GATEWAY.INI PACKAGE [--json]\n"
+    "       cmgctl content url -c GATEWAY.INI PACKAGE PATH\n";
 
 const char cmgctl_content_help[] =
     "content distribute -c GATEWAY.INI PACKAGE FOLDER\n"
@@ -45,6 +46,12 @@ const char cmgctl_content_help[] =
     "\n"
     "content remove -c GATEWAY.INI PACKAGE\n"
     "    Deletes the package's manifest, then its files.\n"
+    "\n"
+    "content url -c GATEWAY.INI PACKAGE PATH\n"
+    "    A read-only SAS URL for one file of a package in Blob storage, valid for\n"
+    "    content.sas_lifetime: what the gateway hands clients with locations = sas.\n"
+    "    Needs the account key.\n"
+    "\n"
     "    --json: a JSON report on standard output instead of text (all three verbs).\n"
     "    Exit status: 0 done, 1 refused or failed (the reason on stderr), 2 bad usage.\n";
 
@@ -753,7 +760,8 @@ int cmgctl_content_list(int argc, char **argv)
                 p->missing++;
         }
     }
-    qsort(ps.v, ps.n, sizeof(*ps.v), cmp_package);
+    if (ps.n)
+        qsort(ps.v, ps.n, sizeof(*ps.v), cmp_package);
     struct usage_report u;
     storage_state(&s, used, &u);
     if (a.json) {
@@ -885,6 +893,39 @@ int cmgctl_content_remove(int argc, char **argv)
     rc = 0;
 out:
     free(files.v);
+    content_store_free(st);
+    content_settings_free(&s);
+    return rc;
+}
+
+/* ---- url ---- */
+
+int cmgctl_content_url(int argc, char **argv)
+{
+    static const char *const names[] = {"PACKAGE", "PATH"};
+    struct args a;
+    int rc = parse_args("url", argc, argv, 2, names, false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    char name[1200], err[1024], url[8192];
+    if (content_file_blob_name(a.operand[0], a.operand[1], name, sizeof(name)) != 0)
+        return fail("url", "\"%s\" \"%s\": not a package id and a path inside a package",
+                    a.operand[0], a.operand[1]);
+    struct content_settings s;
+    memset(&s, 0, sizeof(s));
+    rc = EXIT_FAILURE;
+    struct content_store *st = open_store("url", a.config, &s);
+    if (!st)
+        goto out;
+    int64_t now = (int64_t)time(NULL);
+    if (content_store_sas_url(st, name, now, now + (int64_t)(s.sas_lifetime / 1000), url,
+                              sizeof(url), err, sizeof(err)) != 0) {
+        fail("url", "%s", err);
+        goto out;
+    }
+    printf("%s\n", url);
+    rc = 0;
+out:
     content_store_free(st);
     content_settings_free(&s);
     return rc;

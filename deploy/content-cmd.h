@@ -1,4 +1,4 @@
-/* cmgctl content distribute | list | remove: packages in the gateway's content store. */
+/* cmgctl content distribute | list | remove | url: packages in the gateway's content store. */
 #ifndef CMG_DEPLOY_CONTENT_CMD_H
 #define CMG_DEPLOY_CONTENT_CMD_H
 
@@ -7,6 +7,7 @@
 int cmgctl_content_distribute(int argc, char **argv);
 int cmgctl_content_list(int argc, char **argv);
 int cmgctl_content_remove(int argc, char **argv);
+int cmgctl_content_url(int argc, char **argv);
 
 /* Their part of `cmgctl --help`. */
 extern const char cmgctl_content_usage[];
