@@ -20,6 +20,7 @@
 static const struct config_key gw_own_keys[] = {
     {"gateway", "service_name", CONFIG_STRING, OFF(service_name), NULL, 0, 0, NULL, false},
     {"gateway", "instance_id", CONFIG_UINT, OFF(instance_id), "0", 0, 15, NULL, true},
+    {"gateway", "instances", CONFIG_UINT, OFF(instances), "0", 0, 16, NULL, false},
     {"gateway", "workers", CONFIG_UINT, OFF(workers), "0", 0, 256, NULL, true},
     {"gateway", "listen", CONFIG_STRING, OFF(listen), "0.0.0.0:443", 0, 0, NULL, true},
     {"gateway", "max_connections", CONFIG_UINT, OFF(max_connections), "200000", 1, 10000000, NULL,
@@ -65,17 +66,15 @@ static const struct config_key gw_own_keys[] = {
 
     {"tunnel", "enabled", CONFIG_BOOL, OFF(tunnel_enabled), "true", 0, 0, NULL, true},
     {"tunnel", "listen", CONFIG_STRING, OFF(tunnel_listen), NULL, 0, 0, NULL, true},
-    {"tunnel", "trusted_certs", CONFIG_STRING, OFF(tunnel_trusted_certs), NULL, 0, 0, NULL,
-     false},
+    {"tunnel", "trusted_certs", CONFIG_STRING, OFF(tunnel_trusted_certs), NULL, 0, 0, NULL, false},
     {"tunnel", "crl_files", CONFIG_STRING, OFF(tunnel_crl_files), NULL, 0, 0, NULL, false},
-    {"tunnel", "verify_revocation", CONFIG_BOOL, OFF(tunnel_verify_revocation), "true", 0, 0,
-     NULL, false},
-    {"tunnel", "tunnels_per_worker", CONFIG_UINT, OFF(tunnels_per_worker), "1", 1, 16, NULL,
+    {"tunnel", "verify_revocation", CONFIG_BOOL, OFF(tunnel_verify_revocation), "true", 0, 0, NULL,
      false},
+    {"tunnel", "tunnels_per_worker", CONFIG_UINT, OFF(tunnels_per_worker), "1", 1, 16, NULL, false},
     {"tunnel", "ping_interval", CONFIG_DURATION, OFF(tunnel_ping_interval), "10s", 100, 600000,
      NULL, false},
-    {"tunnel", "ping_timeout", CONFIG_DURATION, OFF(tunnel_ping_timeout), "20s", 100, 600000,
-     NULL, false},
+    {"tunnel", "ping_timeout", CONFIG_DURATION, OFF(tunnel_ping_timeout), "20s", 100, 600000, NULL,
+     false},
     {"tunnel", "response_timeout", CONFIG_DURATION, OFF(tunnel_response_timeout), "15m", 1000,
      86400000, NULL, false},
 
@@ -192,6 +191,12 @@ static void gw_config_validate(struct gw_config *c, struct config_report *r)
     core_path_resolve(&c->log_file, dir);
     auth_settings_resolve(&c->auth, dir);
     free(dir);
+
+    if (c->instances && c->instance_id >= c->instances)
+        config_report_error(r, gw_config_schema, gw_key("gateway", "instances"),
+                            "%llu instance(s) cannot include instance_id %llu (ids are 0..%llu)",
+                            (unsigned long long)c->instances, (unsigned long long)c->instance_id,
+                            (unsigned long long)c->instances - 1);
 
     bool pfx = gw_set(c->pfx_file), pem = gw_set(c->cert_file) || gw_set(c->key_file);
     if (pfx && pem)
