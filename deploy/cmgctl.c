@@ -27,6 +27,7 @@
 #include "content.h"
 #include "jwt.h"
 #include "core.h"
+#include "deploy.h"
 #include "tls.h"
 
 #ifndef CMG_VERSION
@@ -51,6 +52,7 @@ static const char usage_text[] =
     "       cmgctl content peerdist FILE --version 1.0|2.0\n"
     "                  (--secret-hex HEX | --key-file KEYFILE --password PW) [--hex]\n"
     "       cmgctl version\n"
+    "       cmgctl create|scale|status|stop|start|delete ... (cmgctl create --help)\n"
     "       cmgctl --help\n"
     "\n"
     "pki init DIR\n"
@@ -598,7 +600,7 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
     if (auth_entra_tenants_parse(st->entra_tenants, tenants, AUTH_ENTRA_TENANTS_MAX, &nt, err,
                                  sizeof err) != 0) {
         fprintf(stderr, "cmgctl: %s: auth.entra_tenants: %s\n", config, err);
-        return (enum auth_token_error)-1;
+        return (enum auth_token_error) - 1;
     }
     for (size_t i = 0; i < nt; i++)
         tids[i] = tenants[i].tenant;
@@ -610,7 +612,7 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
         src = auth_entra_source_new(NULL, err, sizeof err);
     }
     if (!src)
-        return (enum auth_token_error)-1;
+        return (enum auth_token_error) - 1;
     struct auth_entra_source_policy sp = {.refresh = st->entra_keys_refresh / 1000,
                                           .unknown_kid_interval = 0,
                                           .timeout_ms = st->fetch_timeout};
@@ -637,8 +639,7 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
         .nissuers = k ? k->nissuers : 0,
     };
     struct auth_entra_identity id;
-    enum auth_token_error e =
-        auth_entra_verify(tok, strlen(tok), &p, k ? k->jwks : NULL, &id);
+    enum auth_token_error e = auth_entra_verify(tok, strlen(tok), &p, k ? k->jwks : NULL, &id);
     printf("Entra ID keys: %u from %s for %zu tenant(s)\n", k && k->jwks ? k->jwks->nkeys : 0,
            authority, nt);
     if (e == AUTH_TOKEN_OK)
@@ -710,7 +711,7 @@ static int cmd_token_verify(int argc, char **argv)
     if (e == AUTH_TOKEN_UNKNOWN_KID && st.entra_tenants && *st.entra_tenants) {
         e = entra_verify(config, &st, tok);
         entra = true;
-        if (e == (enum auth_token_error)-1)
+        if (e == (enum auth_token_error) - 1)
             goto out;
     }
     if (e == AUTH_TOKEN_UNKNOWN_KID) {
@@ -968,6 +969,8 @@ static int run(int argc, char **argv)
     if (is(cmd, "content"))
         return is(sub, "peerdist") ? cmd_content_peerdist(argc - 3, argv + 3)
                                    : usage_error("content: expected \"peerdist\"");
+    if (deploy_cmd_is_verb(cmd))
+        return deploy_cmd_run(cmd, argc - 2, argv + 2);
     if (is(cmd, "tickets"))
         return is(sub, "rotate") ? cmd_tickets_rotate(argc - 3, argv + 3)
                                  : usage_error("tickets: expected \"rotate\"");
