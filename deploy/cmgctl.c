@@ -600,7 +600,7 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
     if (auth_entra_tenants_parse(st->entra_tenants, tenants, AUTH_ENTRA_TENANTS_MAX, &nt, err,
                                  sizeof err) != 0) {
         fprintf(stderr, "cmgctl: %s: auth.entra_tenants: %s\n", config, err);
-        return (enum auth_token_error) - 1;
+        return (enum auth_token_error)-1;
     }
     for (size_t i = 0; i < nt; i++)
         tids[i] = tenants[i].tenant;
@@ -612,7 +612,7 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
         src = auth_entra_source_new(NULL, err, sizeof err);
     }
     if (!src)
-        return (enum auth_token_error) - 1;
+        return (enum auth_token_error)-1;
     struct auth_entra_source_policy sp = {.refresh = st->entra_keys_refresh / 1000,
                                           .unknown_kid_interval = 0,
                                           .timeout_ms = st->fetch_timeout};
@@ -639,7 +639,8 @@ static enum auth_token_error entra_verify(const char *config, const struct auth_
         .nissuers = k ? k->nissuers : 0,
     };
     struct auth_entra_identity id;
-    enum auth_token_error e = auth_entra_verify(tok, strlen(tok), &p, k ? k->jwks : NULL, &id);
+    enum auth_token_error e =
+        auth_entra_verify(tok, strlen(tok), &p, k ? k->jwks : NULL, &id);
     printf("Entra ID keys: %u from %s for %zu tenant(s)\n", k && k->jwks ? k->jwks->nkeys : 0,
            authority, nt);
     if (e == AUTH_TOKEN_OK)
@@ -711,7 +712,7 @@ static int cmd_token_verify(int argc, char **argv)
     if (e == AUTH_TOKEN_UNKNOWN_KID && st.entra_tenants && *st.entra_tenants) {
         e = entra_verify(config, &st, tok);
         entra = true;
-        if (e == (enum auth_token_error) - 1)
+        if (e == (enum auth_token_error)-1)
             goto out;
     }
     if (e == AUTH_TOKEN_UNKNOWN_KID) {
