@@ -19,8 +19,9 @@ struct cn_config {
     char *site;         /* site code */
     char *service_name; /* the gateway's name: SNI and the certificate check */
     char *gateway_host; /* where instance i is dialled (port 10124 + i); default service_name */
-    uint64_t instances;
-    char *gateways;  /* explicit host:port list instead */
+    uint64_t instances; /* how many to dial until a gateway's hello says otherwise */
+    uint64_t port_base; /* instance i on port_base + i */
+    char *gateways;     /* explicit host:port list instead (never resized) */
     char *endpoints; /* "<role id> <MP|SUP> <base URL>, ..." */
     uint64_t max_tunnels_per_instance;
     uint64_t reconnect_min, reconnect_max; /* ms */
@@ -70,6 +71,7 @@ struct cn_instance {
     struct event *retry; /* reconnect timer */
     struct cn_tunnel *tunnels;
     bool said_up; /* logged as reachable */
+    bool retired; /* beyond the deployment's instance count: not dialled again */
 };
 
 struct cn {
@@ -79,8 +81,10 @@ struct cn {
     SSL_CTX *ssl_ctx;
     struct cn_endpoint *endpoints;
     size_t nendpoints;
-    struct cn_instance *instances;
-    size_t ninstances;
+    struct cn_instance *instances; /* count mode: TUNNEL_MAX_INSTANCES slots */
+    size_t ninstances;             /* slots set up (retired ones included) */
+    bool follows_count;            /* count mode: the gateways' hellos resize the set */
+    unsigned nactive;              /* count mode: instances dialled now */
     struct event *report_timer;
     struct evhttp *admin;
     bool stopping;
@@ -90,6 +94,8 @@ struct cn {
 
 /* tunnel.c */
 void cn_instance_fill(struct cn *cn, struct cn_instance *in); /* opens what is missing */
+/* Count mode: dial instances 0..n-1 from now on (a gateway's hello said so). */
+void cn_instances_resize(struct cn *cn, unsigned n);
 void cn_tunnels_stop(struct cn *cn);                          /* GOAWAY on every tunnel */
 unsigned cn_open_streams(const struct cn *cn);
 void cn_tunnels_free(struct cn *cn);

@@ -25,6 +25,7 @@ static const struct config_key cn_keys[] = {
     {"connector", "service_name", CONFIG_STRING, OFF(service_name), NULL, 0, 0, NULL, false},
     {"connector", "gateway_host", CONFIG_STRING, OFF(gateway_host), NULL, 0, 0, NULL, false},
     {"connector", "instances", CONFIG_UINT, OFF(instances), "1", 1, 16, NULL, false},
+    {"connector", "port_base", CONFIG_UINT, OFF(port_base), "10124", 1, 65535 - 15, NULL, false},
     {"connector", "gateways", CONFIG_STRING, OFF(gateways), NULL, 0, 0, NULL, false},
     {"connector", "endpoints", CONFIG_STRING, OFF(endpoints), NULL, 0, 0, NULL, false},
     {"connector", "max_tunnels_per_instance", CONFIG_UINT, OFF(max_tunnels_per_instance), "16", 1,
@@ -168,15 +169,10 @@ static int cn_parse_instances(struct cn *cn, struct config_report *r)
         free(copy);
         return 0;
     }
-    const char *host = cn_set(c->gateway_host) ? c->gateway_host : c->service_name;
-    cn->instances = calloc(c->instances, sizeof(*cn->instances));
-    for (unsigned i = 0; i < c->instances; i++) {
-        struct cn_instance *in = &cn->instances[cn->ninstances++];
-        in->cn = cn;
-        in->index = i;
-        snprintf(in->host, sizeof(in->host), "%s", host);
-        in->port = TUNNEL_PORT_BASE + i;
-    }
+    /* All slots up front: tunnels point at their instance, so the array never moves. */
+    cn->instances = calloc(TUNNEL_MAX_INSTANCES, sizeof(*cn->instances));
+    cn->follows_count = true;
+    cn_instances_resize(cn, (unsigned)c->instances);
     return 0;
 }
 
@@ -281,6 +277,8 @@ static char *cn_metrics(struct cn *cn)
           f);
     for (size_t i = 0; i < cn->ninstances; i++) {
         const struct cn_instance *in = &cn->instances[i];
+        if (in->retired && !in->live)
+            continue;
         fprintf(f, "cmg_connector_tunnels{instance=\"%u\",address=\"%s:%u\"} %u\n", in->index,
                 in->host, in->port, in->live);
         live += in->live;
@@ -288,8 +286,9 @@ static char *cn_metrics(struct cn *cn)
     fprintf(f, "# HELP cmg_connector_tunnels_wanted Tunnels the gateway instance asked for.\n"
                "# TYPE cmg_connector_tunnels_wanted gauge\n");
     for (size_t i = 0; i < cn->ninstances; i++)
-        fprintf(f, "cmg_connector_tunnels_wanted{instance=\"%u\"} %u\n", cn->instances[i].index,
-                cn->instances[i].wanted ? cn->instances[i].wanted : 1);
+        if (!cn->instances[i].retired)
+            fprintf(f, "cmg_connector_tunnels_wanted{instance=\"%u\"} %u\n", cn->instances[i].index,
+                    cn->instances[i].wanted ? cn->instances[i].wanted : 1);
     fprintf(f,
             "# HELP cmg_connector_tunnel_connects_total TLS connections to gateways that "
             "opened.\n# TYPE cmg_connector_tunnel_connects_total counter\n"

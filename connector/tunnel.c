@@ -96,7 +96,7 @@ static void cn_retry_cb(evutil_socket_t fd, short what, void *arg)
  * with a random half of it taken off, so that connectors do not all come back at once. */
 static void cn_schedule_retry(struct cn *cn, struct cn_instance *in)
 {
-    if (cn->stopping)
+    if (cn->stopping || in->retired)
         return;
     uint64_t d = cn->cfg.reconnect_min;
     for (unsigned i = 0; i < in->failures && d < cn->cfg.reconnect_max; i++)
@@ -441,6 +441,12 @@ static void cn_hello(struct cn_stream *s)
     in->said_up = true;
     in->wanted = want;
     cn_instance_fill(cn, in);
+    if (cn->follows_count && h.instances && h.instances != cn->nactive) {
+        LOG_INFO("gateway instance %u says the deployment has %u instance(s) (dialling %u "
+                 "until now)",
+                 h.instance_id, h.instances, cn->nactive);
+        cn_instances_resize(cn, h.instances);
+    }
 }
 
 static void cn_request(struct cn_stream *s)
@@ -596,9 +602,10 @@ static int cn_on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, voi
     bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         s->body_ended = end;
-        /* Only the gateway's first stream on a tunnel is its hello; a client's request for a
-         * path that looks like one goes to the management point like any other. */
-        if (s->is_hello && !s->has_role && t->state == CN_T_OPEN)
+        /* The gateway's first stream on a tunnel is its hello; later ones without a role id
+         * update it (the instance count after a scale). A client's request for a path that
+         * looks like one carries a role id and goes to the management point like any other. */
+        if (s->is_hello && !s->has_role && (t->state == CN_T_OPEN || t->state == CN_T_READY))
             cn_hello(s);
         else
             cn_request(s);
@@ -814,7 +821,7 @@ static void cn_tunnel_open(struct cn *cn, struct cn_instance *in)
 
 void cn_instance_fill(struct cn *cn, struct cn_instance *in)
 {
-    if (cn->stopping)
+    if (cn->stopping || in->retired)
         return;
     unsigned want = in->wanted ? in->wanted : 1;
     /* one at a time until a tunnel is up (no burst at an instance that is down) */
@@ -822,6 +829,40 @@ void cn_instance_fill(struct cn *cn, struct cn_instance *in)
         return;
     while (in->live + in->pending < want)
         cn_tunnel_open(cn, in);
+}
+
+void cn_instances_resize(struct cn *cn, unsigned n)
+{
+    const struct cn_config *c = &cn->cfg;
+    const char *host = c->gateway_host && *c->gateway_host ? c->gateway_host : c->service_name;
+    if (n > TUNNEL_MAX_INSTANCES)
+        n = TUNNEL_MAX_INSTANCES;
+    for (unsigned i = 0; i < TUNNEL_MAX_INSTANCES; i++) {
+        struct cn_instance *in = &cn->instances[i];
+        if (i < n && i >= cn->ninstances) {
+            in->cn = cn;
+            in->index = i;
+            snprintf(in->host, sizeof(in->host), "%s", host);
+            in->port = (unsigned)c->port_base + i;
+            cn->ninstances = i + 1;
+        } else if (i < n && in->retired) {
+            in->retired = false;
+            in->failures = 0;
+        } else if (i >= n && i < cn->ninstances && !in->retired) {
+            /* Its tunnels stay until the instance itself ends them (it drains with GOAWAY
+             * when it is stopped); only the redialling stops. */
+            in->retired = true;
+            if (in->retry)
+                evtimer_del(in->retry);
+            LOG_INFO("instance %u (%s:%u) is no longer part of the deployment", in->index, in->host,
+                     in->port);
+        } else {
+            continue;
+        }
+        if (i < n && cn->base)
+            cn_instance_fill(cn, in);
+    }
+    cn->nactive = n;
 }
 
 void cn_tunnels_stop(struct cn *cn)

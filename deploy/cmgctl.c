@@ -28,6 +28,7 @@
 #include "content.h"
 #include "jwt.h"
 #include "core.h"
+#include "deploy.h"
 #include "tls.h"
 
 #ifndef CMG_VERSION
@@ -54,6 +55,7 @@ static const char usage_text[] =
     "       cmgctl content peerdist FILE --version 1.0|2.0\n"
     "                  (--secret-hex HEX | --key-file KEYFILE --password PW) [--hex]\n"
     "       cmgctl version\n"
+    "       cmgctl create|scale|status|stop|start|delete ... (cmgctl create --help)\n"
     "       cmgctl --help\n"
     "\n"
     "pki init DIR\n"
@@ -1052,6 +1054,8 @@ static int run(int argc, char **argv)
                : is(sub, "url")        ? cmgctl_content_url(argc - 3, argv + 3)
                                        : usage_error("content: expected \"distribute\", \"list\", "
                                                          "\"remove\", \"url\" or \"peerdist\"");
+    if (deploy_cmd_is_verb(cmd))
+        return deploy_cmd_run(cmd, argc - 2, argv + 2);
     if (is(cmd, "tickets"))
         return is(sub, "rotate") ? cmd_tickets_rotate(argc - 3, argv + 3)
                                  : usage_error("tickets: expected \"rotate\"");

@@ -163,6 +163,9 @@ void gw_tunnel_listen_stop(struct gw_server *s);
 /* Worker: takes over an accepted tunnel socket (TLS handshake, HTTP/2, hello). */
 void gw_tunnel_accept(struct gw_worker *w, int fd);
 void gw_tunnel_close_all(struct gw_worker *w, bool graceful);
+/* Worker: the deployment's instance count changed (reload); a hello on each live tunnel tells
+ * the connection points, so that they dial the instances there are now. */
+void gw_tunnel_instances_changed(struct gw_worker *w, unsigned instances);
 /* Worker: new CRLs arrived; tunnels whose connection point they revoke are closed. */
 void gw_tunnel_dyn_changed(struct gw_worker *w);
 /* A live tunnel of this worker that serves role_id (round robin), NULL if none. */

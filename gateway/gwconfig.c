@@ -20,6 +20,7 @@
 static const struct config_key gw_own_keys[] = {
     {"gateway", "service_name", CONFIG_STRING, OFF(service_name), NULL, 0, 0, NULL, false},
     {"gateway", "instance_id", CONFIG_UINT, OFF(instance_id), "0", 0, 15, NULL, true},
+    {"gateway", "instances", CONFIG_UINT, OFF(instances), "0", 0, 16, NULL, false},
     {"gateway", "workers", CONFIG_UINT, OFF(workers), "0", 0, 256, NULL, true},
     {"gateway", "listen", CONFIG_STRING, OFF(listen), "0.0.0.0:443", 0, 0, NULL, true},
     {"gateway", "max_connections", CONFIG_UINT, OFF(max_connections), "200000", 1, 10000000, NULL,
@@ -210,6 +211,12 @@ static void gw_config_validate(struct gw_config *c, struct config_report *r)
                             "%s", why);
     }
     free(dir);
+
+    if (c->instances && c->instance_id >= c->instances)
+        config_report_error(r, gw_config_schema, gw_key("gateway", "instances"),
+                            "%llu instance(s) cannot include instance_id %llu (ids are 0..%llu)",
+                            (unsigned long long)c->instances, (unsigned long long)c->instance_id,
+                            (unsigned long long)c->instances - 1);
 
     bool pfx = gw_set(c->pfx_file), pem = gw_set(c->cert_file) || gw_set(c->key_file);
     if (pfx && pem)

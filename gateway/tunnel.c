@@ -520,15 +520,16 @@ struct gw_tunnel *gw_tunnel_pick(struct gw_worker *w, uint64_t role_id,
 
 /* ---- hello ---- */
 
-static void gw_tunnel_send_hello(struct gw_tunnel *t)
+/* Submits a hello request on t with the settings c; returns its stream, or NULL. */
+static struct gw_tstream *gw_tunnel_submit_hello(struct gw_tunnel *t, const struct gw_config *c)
 {
-    const struct gw_config *c = &t->snap->cfg;
     struct tunnel_gateway_hello h = {
         .instance_id = (unsigned)c->instance_id,
         .workers = t->w->server->nworkers,
         .tunnels_wanted = t->w->server->nworkers * (unsigned)c->tunnels_per_worker,
+        .instances = (unsigned)c->instances,
     };
-    char target[128];
+    char target[160];
     tunnel_gateway_hello_format(&h, target, sizeof(target));
     nghttp2_nv nva[] = {
         {(uint8_t *)":method", (uint8_t *)"GET", 7, 3, NGHTTP2_NV_FLAG_NONE},
@@ -536,18 +537,44 @@ static void gw_tunnel_send_hello(struct gw_tunnel *t)
         {(uint8_t *)":authority", (uint8_t *)"cmg-connector", 10, 13, NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)":path", (uint8_t *)target, 5, strlen(target), NGHTTP2_NV_FLAG_NONE},
     };
-    t->hello = gw_tstream_new(t, NULL);
-    if (!t->hello) {
-        gw_tunnel_close(t, "out of memory");
-        return;
-    }
-    int32_t id = nghttp2_submit_request(t->h2, NULL, nva, 4, NULL, t->hello);
+    struct gw_tstream *ts = gw_tstream_new(t, NULL);
+    if (!ts)
+        return NULL;
+    int32_t id = nghttp2_submit_request(t->h2, NULL, nva, 4, NULL, ts);
     if (id < 0) {
-        gw_tunnel_close(t, nghttp2_strerror(id));
+        gw_tstream_unlink(t, ts); /* frees it */
+        return NULL;
+    }
+    ts->id = id;
+    return ts;
+}
+
+static void gw_tunnel_send_hello(struct gw_tunnel *t)
+{
+    t->hello = gw_tunnel_submit_hello(t, &t->snap->cfg);
+    if (!t->hello) {
+        gw_tunnel_close(t, "cannot send the hello");
         return;
     }
-    t->hello->id = id;
     t->state = GW_T_HELLO;
+}
+
+void gw_tunnel_instances_changed(struct gw_worker *w, unsigned instances)
+{
+    /* A hello on a live tunnel only updates what the connection point knows (how many
+     * instances to dial); its answer is read and dropped like any stream without a client. */
+    struct gw_tunnel *next;
+    for (struct gw_tunnel *t = w->tunnels; t; t = next) {
+        next = t->next; /* a failed flush may free t */
+        if (t->state != GW_T_READY || t->goaway || t->dead)
+            continue;
+        struct gw_config c = t->snap->cfg;
+        c.instances = instances;
+        if (gw_tunnel_submit_hello(t, &c))
+            gw_tunnel_flush(t);
+    }
+    LOG_INFO("worker %u: the deployment has %u instance(s) now; told the connection points", w->id,
+             instances);
 }
 
 static void gw_tunnel_hello_done(struct gw_tunnel *t)

@@ -198,6 +198,8 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
         struct gw_snapshot *old = w->snap;
         w->snap = msg->arg;
         w->auth_gen++; /* CRL files or trusted certificates may have changed */
+        if (old && w->snap->cfg.instances && w->snap->cfg.instances != old->cfg.instances)
+            gw_tunnel_instances_changed(w, (unsigned)w->snap->cfg.instances);
         gw_snapshot_unref(old);
         gw_worker_set_max_conns(w);
         break;

@@ -19,6 +19,8 @@ int tunnel_gateway_hello_format(const struct tunnel_gateway_hello *h, char *buf,
 {
     int n = snprintf(buf, len, "%s?instance=%u&workers=%u&tunnels=%u", TUNNEL_HELLO_PATH,
                      h->instance_id, h->workers, h->tunnels_wanted);
+    if (n >= 0 && (size_t)n < len && h->instances)
+        n += snprintf(buf + n, len - (size_t)n, "&instances=%u", h->instances);
     return n < 0 || (size_t)n >= len ? -1 : n;
 }
 
@@ -47,7 +49,7 @@ int tunnel_gateway_hello_parse(const char *target, size_t len, struct tunnel_gat
         snprintf(err, errlen, "not a hello request (expected %s?...)", TUNNEL_HELLO_PATH);
         return -1;
     }
-    bool seen[3] = {false, false, false};
+    bool seen[4] = {false, false, false, false};
     const char *p = target + pl + 1, *end = target + len;
     while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
@@ -60,16 +62,18 @@ int tunnel_gateway_hello_parse(const char *target, size_t len, struct tunnel_gat
         static const struct {
             const char *name;
             unsigned max;
-        } keys[3] = {{"instance", TUNNEL_MAX_INSTANCES - 1},
+        } keys[4] = {{"instance", TUNNEL_MAX_INSTANCES - 1},
                      {"workers", TUNNEL_MAX_WORKERS},
-                     {"tunnels", TUNNEL_MAX_WORKERS * 4}};
-        unsigned *slots[3] = {&out->instance_id, &out->workers, &out->tunnels_wanted};
+                     {"tunnels", TUNNEL_MAX_WORKERS * 4},
+                     {"instances", TUNNEL_MAX_INSTANCES}};
+        unsigned *slots[4] = {&out->instance_id, &out->workers, &out->tunnels_wanted,
+                              &out->instances};
         size_t nl = (size_t)(eq - p);
         int k;
-        for (k = 0; k < 3; k++)
+        for (k = 0; k < 4; k++)
             if (strlen(keys[k].name) == nl && memcmp(keys[k].name, p, nl) == 0)
                 break;
-        if (k == 3) {
+        if (k == 4) {
             snprintf(err, errlen, "unknown hello parameter \"%.*s\"", (int)(nl > 32 ? 32 : nl), p);
             return -1;
         }
@@ -89,6 +93,12 @@ int tunnel_gateway_hello_parse(const char *target, size_t len, struct tunnel_gat
     if (out->workers == 0 || out->tunnels_wanted < out->workers) {
         snprintf(err, errlen, "hello asks for %u tunnels for %u workers (at least one each)",
                  out->tunnels_wanted, out->workers);
+        return -1;
+    }
+    /* optional: older gateways do not say how many instances there are */
+    if (seen[3] && out->instances <= out->instance_id) {
+        snprintf(err, errlen, "hello says instance %u of %u instances", out->instance_id,
+                 out->instances);
         return -1;
     }
     return 0;

@@ -22,6 +22,7 @@ struct tunnel_gateway_hello {
     unsigned instance_id;    /* 0..15 */
     unsigned workers;        /* worker threads of that instance */
     unsigned tunnels_wanted; /* tunnels the connector should hold to it, >= workers */
+    unsigned instances;      /* instances the deployment has now (1..16); 0 = not said */
 };
 
 struct tunnel_endpoint {

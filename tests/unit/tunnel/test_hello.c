@@ -19,6 +19,23 @@ Test(hello, gateway_hello_round_trip)
     cr_assert_eq(tunnel_gateway_hello_format(&h, buf, 10), -1);
 }
 
+Test(hello, gateway_hello_instances)
+{
+    struct tunnel_gateway_hello h = {
+        .instance_id = 3, .workers = 2, .tunnels_wanted = 2, .instances = 4};
+    struct tunnel_gateway_hello back;
+    char buf[128], err[256];
+    int n = tunnel_gateway_hello_format(&h, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "/cmg/v1/hello?instance=3&workers=2&tunnels=2&instances=4");
+    cr_assert_eq(tunnel_gateway_hello_parse(buf, (size_t)n, &back, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(back.instances, 4);
+    cr_assert_eq(back.instance_id, 3);
+    /* without the count (older gateways): 0, the connector keeps its own */
+    const char *old = "/cmg/v1/hello?instance=0&workers=1&tunnels=1";
+    cr_assert_eq(tunnel_gateway_hello_parse(old, strlen(old), &back, err, sizeof(err)), 0);
+    cr_assert_eq(back.instances, 0);
+}
+
 Test(hello, gateway_hello_refusals)
 {
     const char *bad[] = {
@@ -33,6 +50,10 @@ Test(hello, gateway_hello_refusals)
         "/cmg/v1/hello?instance=x&workers=1&tunnels=1",
         "/cmg/v1/hello?instance&workers=1&tunnels=1",
         "/cmg/v1/hello?instance=-1&workers=1&tunnels=1",
+        "/cmg/v1/hello?instance=0&workers=1&tunnels=1&instances=0",
+        "/cmg/v1/hello?instance=4&workers=1&tunnels=1&instances=4",
+        "/cmg/v1/hello?instance=0&workers=1&tunnels=1&instances=17",
+        "/cmg/v1/hello?instance=0&workers=1&tunnels=1&instances=2&instances=2",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct tunnel_gateway_hello h;

@@ -1,0 +1,337 @@
+/* The deploy module: one settings model (the wizard's and New-CMCloudManagementGateway's
+ * settings), the Azure environments, the sans-I/O ARM request builders and long-running
+ * operation poller, the Azure and local providers, and the cmgctl verbs that drive them. */
+#ifndef CMG_DEPLOY_H
+#define CMG_DEPLOY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "core.h"
+
+#define DEPLOY_MAX_INSTANCES 16
+#define DEPLOY_TUNNEL_PORT_BASE 10124
+#define DEPLOY_MSG_MAX 1024
+
+/* Exit status of the deploy verbs (docs/deploy.md). */
+enum deploy_exit {
+    DEPLOY_EXIT_OK = 0,
+    DEPLOY_EXIT_FAILED = 1,   /* the operation failed: ARM error, process did not start */
+    DEPLOY_EXIT_USAGE = 2,    /* bad usage or settings; nothing was changed */
+    DEPLOY_EXIT_NO_STATE = 3, /* nothing deployed in the state folder */
+};
+
+enum deploy_provider { DEPLOY_PROVIDER_LOCAL = 0, DEPLOY_PROVIDER_AZURE = 1 };
+
+/* ---- Azure environments (env.c) ---- */
+
+struct deploy_env {
+    const char *name;           /* AzurePublicCloud */
+    const char *arm;            /* https://management.azure.com (no trailing slash) */
+    const char *login;          /* https://login.microsoftonline.com */
+    const char *scope;          /* the v2 scope for ARM tokens */
+    const char *storage_suffix; /* core.windows.net */
+    const char *dns_suffix;     /* public IP names: <label>.<region>.<dns_suffix> */
+};
+
+extern const struct deploy_env deploy_envs[];
+extern const size_t deploy_nenvs;
+
+struct deploy_vm_size {
+    const char *label; /* the wizard's word, also accepted as the value */
+    const char *sku;   /* Standard_A2_v2 */
+    unsigned vcpu, ram_gib;
+    bool gen1_only; /* Av2: Generation 1 images only */
+    const char *note;
+};
+
+extern const struct deploy_vm_size deploy_vm_sizes[];
+extern const size_t deploy_nvm_sizes;
+#define DEPLOY_VM_SIZE_CHOICES "Lab|Standard|Large|Small_v6|Medium_v6|Large_v6"
+
+/* ---- settings (settings.c) ---- */
+
+/* One gateway setting to write into every instance's gateway.ini ("section.key=value"). */
+struct deploy_kv {
+    char *section, *key, *value;
+};
+
+/* The whole model. Strings are heap copies (deploy_settings_free). */
+struct deploy_settings {
+    /* [deployment] */
+    unsigned provider; /* enum deploy_provider */
+    char *state;       /* the state folder */
+    /* [azure] */
+    unsigned environment; /* index into deploy_envs */
+    char *tenant_id;
+    char *subscription_id;
+    char *server_app_client_id;
+    char *server_app_secret;
+    char *server_app_secret_file;
+    char *server_app_cert_file; /* PEM certificate for the assertion */
+    char *server_app_key_file;  /* its PEM private key */
+    char *region;
+    char *group_name;
+    bool is_using_existing_group;
+    char *arm_endpoint;   /* override of the environment's ARM host (tests, sovereign clouds) */
+    char *login_endpoint; /* override of the login host */
+    char *admin_ssh_public_key;
+    char *gateway_package_url; /* the cmg-gateway package the instances install */
+    uint64_t poll_interval;    /* ms between polls when ARM gives no Retry-After */
+    uint64_t max_retries;      /* 429 and 5xx retries per request */
+    /* [service] */
+    char *service_cert_path;
+    char *service_cert_password;
+    char *service_cert_password_file;
+    char *service_name;
+    char *service_name_prefix; /* replaces the * of a wildcard certificate */
+    char *description;
+    unsigned vm_size; /* index into deploy_vm_sizes */
+    uint64_t vm_instance_count;
+    char *ca_root_certs;         /* comma-separated PEM files */
+    char *ca_intermediate_certs; /* comma-separated PEM files */
+    bool check_client_cert_revocation;
+    bool enforce_protocol;
+    bool enable_cloud_dp_function;
+    /* [alerts] */
+    bool enable_traffic_out;
+    uint64_t traffic_out_gb, traffic_warning_pct, traffic_critical_pct;
+    bool traffic_out_stop_service;
+    bool enable_storage_quota;
+    uint64_t storage_quota_gb, storage_warning_pct, storage_critical_pct;
+    /* [local] */
+    char *listen;
+    uint64_t tunnel_port_base, admin_port_base, workers;
+    char *gateway_bin;
+
+    /* derived by deploy_settings_check */
+    char *settings_path;   /* the settings file, or NULL */
+    char *password;        /* the PFX password, from either source */
+    char *app_secret;      /* the client secret, from either source */
+    char *cert_subject;    /* the service certificate's CN */
+    char *prefix;          /* first label of the service name */
+    char *resource_prefix; /* lowercase prefix: names of the Azure resources */
+    char *storage_account; /* prefix, lowercase, no hyphens */
+    char *deployment_name; /* <prefix>.<region>.<dns suffix> */
+    struct deploy_kv *gateway_extra;
+    size_t ngateway_extra;
+    const char *flag_of[128]; /* per schema key: the flag that set it, or NULL */
+};
+
+/* Messages collected while loading and checking, each a complete sentence for the operator. */
+struct deploy_msgs {
+    unsigned n;
+    char *text[32];
+};
+void deploy_msgs_add(struct deploy_msgs *m, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void deploy_msgs_clear(struct deploy_msgs *m);
+
+/* Defaults, then the settings file (path may be NULL), collecting errors "file:line: key: why".
+ * Returns 0 when no error. */
+int deploy_settings_load(struct deploy_settings *ds, const char *path, struct deploy_msgs *m);
+/* Sets one setting from the command line: flag is the cmdlet-style name without "--"
+ * ("vm-instance-count"). Returns 1 when set, 0 when flag is not a settings flag, -1 on a bad
+ * value (message in m). */
+int deploy_settings_set_flag(struct deploy_settings *ds, const char *flag, const char *value,
+                             struct deploy_msgs *m);
+/* Whether flag is a settings flag that takes no value (a switch such as --force). */
+bool deploy_settings_flag_is_switch(const char *flag);
+/* Adds "section.key=value" for every instance's gateway.ini. Returns 0 or -1 (message). */
+int deploy_settings_add_gateway(struct deploy_settings *ds, const char *spec, const char *origin,
+                                struct deploy_msgs *m);
+/* Cross-checks for the provider, reads the certificate, derives the names. Every problem is
+ * one message naming where the value came from. Returns 0 when the settings can be used. */
+int deploy_settings_check(struct deploy_settings *ds, struct deploy_msgs *m);
+void deploy_settings_free(struct deploy_settings *ds);
+/* The usage lines of the settings flags. */
+void deploy_settings_usage(FILE *f);
+const struct deploy_env *deploy_settings_env(const struct deploy_settings *ds);
+const char *deploy_settings_arm(const struct deploy_settings *ds);
+const char *deploy_settings_login(const struct deploy_settings *ds);
+
+/* Name rules (cmg.md 5.8); each returns NULL when the name is fine, else why not. */
+const char *deploy_check_prefix(const char *prefix);
+const char *deploy_check_storage_account(const char *name);
+const char *deploy_check_group_name(const char *name);
+const char *deploy_check_region(const char *name);
+const char *deploy_check_guid(const char *s);
+/* Whether host matches a certificate name (a leading "*." matches one label). */
+bool deploy_name_matches(const char *pattern, const char *host);
+
+/* Where an instance listens and logs; the rest of gateway.ini comes from the settings. */
+struct deploy_gw_place {
+    unsigned instance_id, instances;
+    const char *listen, *tunnel_listen, *admin_listen;
+    const char *pfx_file, *pfx_password_file, *log_file;
+};
+/* Writes one instance's gateway.ini. Returns 0, or -1 on a write error. */
+int deploy_gateway_ini(const struct deploy_settings *ds, const struct deploy_gw_place *pl, FILE *f);
+/* The settings worth showing (no secret), for --json and the state file. Caller decrefs. */
+json_t *deploy_settings_json(const struct deploy_settings *ds);
+
+/* ---- ARM: requests and the operation poller, sans I/O (arm.c) ---- */
+
+#define DEPLOY_API_RESOURCES "2021-04-01"
+#define DEPLOY_API_STORAGE "2023-05-01"
+#define DEPLOY_API_NETWORK "2024-05-01"
+#define DEPLOY_API_COMPUTE "2024-11-01"
+#define DEPLOY_TAG_OWNER "cmgctl"
+
+struct deploy_req {
+    const char *what; /* "public IP address cmg-pip", for progress and the log */
+    const char *verb; /* PUT, PATCH, POST, GET, DELETE */
+    char *url;        /* full URL, owned */
+    char *body;       /* JSON text or NULL, owned */
+    bool has_secret;  /* body carries protected settings: never printed or logged */
+    bool missing_ok;  /* DELETE/GET: 404 counts as done */
+};
+void deploy_req_clear(struct deploy_req *r);
+
+/* Names of the resources of a deployment, all derived from the settings. */
+struct deploy_names {
+    char rg_id[512]; /* /subscriptions/<sub>/resourceGroups/<rg> */
+    char nsg[64], vnet[64], pip[64], lb[64], vmss[64], storage[32];
+};
+void deploy_names_init(struct deploy_names *n, const struct deploy_settings *ds);
+
+/* The create sequence, in order: resource group (unless an existing one is used), storage
+ * account, blob container (content), table (counters), network security group, virtual
+ * network, public IP with the DNS label, load balancer, scale set. Fills reqs (at most max);
+ * returns the count. install_script is the instances' setup script (secrets included). */
+size_t deploy_arm_create_plan(const struct deploy_settings *ds, const char *install_script,
+                              struct deploy_req *reqs, size_t max);
+/* The reverse of create: scale set, load balancer, public IP, virtual network, security group,
+ * storage account (each 404-tolerant), and the resource group when rg_created. */
+size_t deploy_arm_delete_plan(const struct deploy_settings *ds, bool rg_created,
+                              struct deploy_req *reqs, size_t max);
+void deploy_arm_rg_get(const struct deploy_settings *ds, struct deploy_req *r);
+void deploy_arm_rg_resources(const struct deploy_settings *ds, struct deploy_req *r);
+void deploy_arm_scale(const struct deploy_settings *ds, unsigned count, struct deploy_req *r);
+void deploy_arm_vmss_action(const struct deploy_settings *ds, const char *action,
+                            struct deploy_req *r); /* start, deallocate */
+void deploy_arm_vmss_get(const struct deploy_settings *ds, struct deploy_req *r);
+void deploy_arm_vms_list(const struct deploy_settings *ds, struct deploy_req *r);
+void deploy_arm_lb_get(const struct deploy_settings *ds, struct deploy_req *r);
+/* Run Command on one scale-set VM that sets its instance id and the instance count in its
+ * gateway.ini and restarts (id changed) or reloads the gateway. */
+void deploy_arm_push(const struct deploy_settings *ds, const char *vm_id, unsigned instance_id,
+                     unsigned instances, struct deploy_req *r);
+/* The scale-set VMs' instance setup script (cloud side of the settings). Caller frees. */
+char *deploy_install_script(const struct deploy_settings *ds, const unsigned char *pfx,
+                            size_t pfx_len);
+
+/* An ARM error, from either body shape (or the login host's). */
+struct deploy_arm_error {
+    char code[128];
+    char message[768];
+};
+/* Parses an error body; returns 0 when one was found. */
+int deploy_arm_error_parse(const char *body, size_t len, struct deploy_arm_error *e);
+/* What the operator can do about an ARM error code, or NULL. */
+const char *deploy_arm_hint(const char *code);
+
+/* A long-running operation: fed each response, it says what to do next. */
+enum deploy_op_phase {
+    DEPLOY_OP_START = 0, /* the request itself */
+    DEPLOY_OP_ASYNC,     /* polling Azure-AsyncOperation */
+    DEPLOY_OP_LOCATION,  /* polling Location */
+    DEPLOY_OP_RESOURCE,  /* polling the resource's provisioningState */
+};
+enum deploy_op_next {
+    DEPLOY_NEXT_DONE = 0, /* finished; body of the last answer is the result */
+    DEPLOY_NEXT_FAILED,   /* finished badly: error filled */
+    DEPLOY_NEXT_POLL,     /* GET poll_url after delay_ms */
+    DEPLOY_NEXT_RETRY,    /* send the request again after delay_ms (429, 5xx) */
+};
+struct deploy_http_resp {
+    long status;
+    const char *async_op;    /* Azure-AsyncOperation header or NULL */
+    const char *location;    /* Location header or NULL */
+    const char *retry_after; /* Retry-After header or NULL */
+    const char *body;
+    size_t len;
+};
+struct deploy_op {
+    enum deploy_op_phase phase;
+    char poll_url[4096];
+    unsigned retries, polls;
+    uint64_t delay_ms;         /* next wait */
+    uint64_t default_delay_ms; /* when no Retry-After: polls */
+    unsigned max_retries;      /* 429/5xx before giving up */
+    bool missing_ok;           /* 404 on the request counts as done */
+    struct deploy_arm_error error;
+    char status[64]; /* last operation status or provisioningState seen */
+};
+void deploy_op_init(struct deploy_op *op, const struct deploy_req *req, uint64_t default_delay_ms,
+                    unsigned max_retries);
+enum deploy_op_next deploy_op_feed(struct deploy_op *op, const struct deploy_req *req,
+                                   const struct deploy_http_resp *r);
+
+/* ---- progress and the deploy log (progress.c) ---- */
+
+struct deploy_progress {
+    bool json;   /* --json: progress on stderr only, result on stdout */
+    bool tty;    /* live line on stderr */
+    bool quiet;  /* no progress at all */
+    uint64_t t0; /* ms */
+    uint64_t step_t0;
+    char step[256];
+    bool line_open;
+};
+void deploy_progress_init(struct deploy_progress *p, bool json, bool quiet);
+void deploy_progress_step(struct deploy_progress *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void deploy_progress_wait(struct deploy_progress *p, const char *status); /* still going */
+void deploy_progress_done(struct deploy_progress *p, const char *result);
+void deploy_progress_note(struct deploy_progress *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Opens <state>/CloudMgr.log (CMTrace, component CloudMgr). */
+int deploy_log_open(const char *state_dir, char *err, size_t errlen);
+void deploy_log_close(void);
+
+/* ---- state folder (state.c in deploy-cmd.c) ---- */
+
+/* Reads <dir>/state.json; NULL when there is none (errno ENOENT) or it is unreadable. */
+json_t *deploy_state_read(const char *dir, char *err, size_t errlen);
+int deploy_state_write(const char *dir, json_t *state, char *err, size_t errlen);
+
+/* ---- providers ---- */
+
+struct deploy_ctx {
+    struct deploy_settings *ds;
+    struct deploy_progress *prog;
+    bool dry_run;
+    json_t *state;  /* the state document, updated by the provider (borrowed) */
+    json_t *result; /* the verb's result for --json, set by the provider (owned by ctx) */
+    char err[DEPLOY_MSG_MAX];
+};
+
+int deploy_local_create(struct deploy_ctx *c);
+int deploy_local_scale(struct deploy_ctx *c, unsigned count);
+int deploy_local_status(struct deploy_ctx *c);
+int deploy_local_stop(struct deploy_ctx *c);
+int deploy_local_start(struct deploy_ctx *c);
+int deploy_local_delete(struct deploy_ctx *c);
+
+int deploy_azure_create(struct deploy_ctx *c);
+int deploy_azure_scale(struct deploy_ctx *c, unsigned count);
+int deploy_azure_status(struct deploy_ctx *c);
+int deploy_azure_stop(struct deploy_ctx *c);
+int deploy_azure_start(struct deploy_ctx *c);
+int deploy_azure_delete(struct deploy_ctx *c);
+
+/* ---- verbs (deploy-cmd.c), called from cmgctl's table ---- */
+
+/* Whether verb is one of create, scale, status, stop, start, delete. */
+bool deploy_cmd_is_verb(const char *verb);
+/* Runs verb with the arguments after it; returns the exit status. */
+int deploy_cmd_run(const char *verb, int argc, char **argv);
+/* The verbs' part of cmgctl --help. */
+void deploy_cmd_usage(FILE *f);
+
+#endif
