@@ -100,10 +100,11 @@ int gw_content_service_start(struct gw_server *s, char *err, size_t errlen)
         char id[17];
         for (int i = 0; i < 8; i++)
             snprintf(id + 2 * i, 3, "%02x", secret.id[i]);
-        LOG_INFO("content: BranchCache on, server secret id %s", id);
+        LOG_INFO("content: BranchCache on, key id %s", id);
     } else {
         LOG_INFO("content: BranchCache off (%s)",
-                 cs->peerdist ? "no peerdist_secret_hex or peerdist_key_file" : "peerdist = false");
+                 cs->peerdist ? "no BranchCache key: set peerdist_key_file or the hex key"
+                              : "peerdist = false");
     }
     content_pd_secret_clear(&secret);
     if (!s->content_cache)
