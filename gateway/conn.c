@@ -866,12 +866,16 @@ static void gw_conn_resume(struct gw_conn *c)
 
 static void gw_conn_wake(struct gw_conn *c)
 {
-    event_active(&c->ev, EV_WRITE, 1);
+    /* A content answer is produced on the connection's own turn (or its worker kicks it):
+     * activating its own event from there would run it again at once, ahead of every other
+     * connection waiting in epoll, and one busy keep-alive client could starve the rest. */
+    if (!c->content)
+        event_active(&c->ev, EV_WRITE, 1);
 }
 
 void gw_conn_kick(struct gw_conn *c)
 {
-    gw_conn_wake(c);
+    event_active(&c->ev, EV_WRITE, 1);
 }
 
 void gw_conn_unpark(struct gw_conn *c)
@@ -961,11 +965,13 @@ void gw_conn_proxy_data(struct gw_conn *c, const char *data, size_t len)
 /* The tunnel's part is over: the answer is whole (ok) or broke off. */
 static void gw_conn_proxy_finish(struct gw_conn *c)
 {
+    bool content = c->content != NULL;
     if (c->state == GW_CS_WAIT &&
         (c->wait_kind == GW_WAIT_UPSTREAM || c->wait_kind == GW_WAIT_STREAM))
         gw_conn_request_done(c); /* the request was read: on to the next one */
     /* else the body is still coming in; gw_conn_request_read ends the request */
-    gw_conn_wake(c);
+    if (!content)
+        gw_conn_wake(c);
 }
 
 void gw_conn_proxy_end(struct gw_conn *c, bool ok)

@@ -129,6 +129,9 @@ void gw_content_service_stop(struct gw_server *s)
 
 /* ---- per request ---- */
 
+static bool gw_content_token_check(struct gw_conn *c, const char *query, size_t qlen,
+                                   struct auth_content_token *t);
+
 uint64_t gw_content_stall_ms(const struct gw_conn *c)
 {
     /* longer than the store's own bound, so that a stalled fill usually fails first */
@@ -368,10 +371,73 @@ static void gw_public_host(struct gw_conn *c, char *out, size_t cap)
     }
 }
 
-/* ---- token ---- */
+/* ---- token ----
+ * A client sends the same token with every file of a package (it is in each URL): its
+ * verdict is kept per worker until the token ends, so the signature is checked once. The
+ * whole token is compared, not only its hash; a reload (new snapshot) forgets every verdict. */
+
+struct gw_ctoken_entry {
+    uint64_t hash;
+    char *tok; /* owned copy of the query */
+    uint32_t len;
+    uint64_t snap_gen;
+    struct auth_content_token t;
+};
+
+static uint64_t gw_ctoken_hash(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+void gw_content_tokens_free(struct gw_worker *w)
+{
+    if (!w->ctokens)
+        return;
+    for (size_t i = 0; i < GW_CTOKEN_CACHE; i++)
+        free(w->ctokens[i].tok);
+    free(w->ctokens);
+    w->ctokens = NULL;
+}
 
 static bool gw_content_token(struct gw_conn *c, const char *query, size_t qlen,
                              struct auth_content_token *t)
+{
+    int64_t now = (int64_t)(core_wall_ms() / 1000);
+    int64_t skew = (int64_t)(c->snap->cfg.content.token_skew / 1000);
+    uint64_t hash = query ? gw_ctoken_hash(query, qlen) : 0;
+    struct gw_worker *w = c->w;
+    if (!w->ctokens)
+        w->ctokens = calloc(GW_CTOKEN_CACHE, sizeof(*w->ctokens));
+    struct gw_ctoken_entry *slot = w->ctokens && query ? &w->ctokens[hash % GW_CTOKEN_CACHE] : NULL;
+    if (slot && slot->tok && slot->hash == hash && slot->len == qlen &&
+        slot->snap_gen == c->snap->generation && memcmp(slot->tok, query, qlen) == 0 &&
+        now >= slot->t.start - skew && now < slot->t.end + skew) {
+        *t = slot->t;
+        return true;
+    }
+    if (gw_content_token_check(c, query, qlen, t)) {
+        if (slot && c->snap == w->snap) {
+            char *copy = malloc(qlen);
+            if (copy) {
+                memcpy(copy, query, qlen);
+                free(slot->tok);
+                slot->tok = copy;
+                slot->len = (uint32_t)qlen;
+                slot->hash = hash;
+                slot->snap_gen = c->snap->generation;
+                slot->t = *t;
+            }
+        }
+        return true;
+    }
+    return false;
+}
+
+static bool gw_content_token_check(struct gw_conn *c, const char *query, size_t qlen,
+                                   struct auth_content_token *t)
 {
     struct auth_content_policy policy = {
         .max_lifetime = (int64_t)(c->snap->cfg.content.token_max_lifetime / 1000),

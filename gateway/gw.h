@@ -264,6 +264,7 @@ struct gw_worker {
     struct gw_metrics metrics;
     struct log_ratelimit refuse_rl;
     struct gw_content *content_waiters; /* content requests waiting for a fill or manifest */
+    struct gw_ctoken_entry *ctokens;    /* owned, GW_CTOKEN_CACHE kept content-token verdicts */
     atomic_bool content_wake;           /* a GW_MSG_CONTENT is queued */
     char *scratch; /* owned, GW_SCRATCH bytes: reads land here before parsing */
     char date[64]; /* cached Date header value */
@@ -321,6 +322,10 @@ int gw_content_service_start(struct gw_server *s, char *err, size_t errlen);
 void gw_content_service_stop(struct gw_server *s);
 /* Worker: GW_MSG_CONTENT arrived. */
 void gw_content_wake(struct gw_worker *w);
+#define GW_CTOKEN_CACHE 256
+struct gw_ctoken_entry;
+/* Worker, at its end: the kept content-token verdicts. */
+void gw_content_tokens_free(struct gw_worker *w);
 
 int gw_worker_start(struct gw_worker *w);
 /* Sends a message to a worker (any thread). Takes ownership of arg on success. */

@@ -306,4 +306,5 @@ void gw_worker_join(struct gw_worker *w)
     gw_dyn_unref(w->dyn);
     w->dyn = NULL;
     gw_token_cache_free(w);
+    gw_content_tokens_free(w);
 }
