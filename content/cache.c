@@ -364,6 +364,7 @@ static void *fill_thread(void *arg)
 {
     struct content_cache *c = arg;
     pthread_setname_np(pthread_self(), "cmg-fill");
+    log_set_thread_tag("fill");
     pthread_mutex_lock(&c->lock);
     for (;;) {
         while (!c->jobs && !c->stopping)
