@@ -7,7 +7,7 @@ ASAN := build/asan
 FUZZ := build/fuzz
 
 .PHONY: all deps build asan run test test-unit test-integration test-asan fuzz bench \
-	bench-deps bench-frontend bench-relay clean format
+	bench-deps bench-frontend bench-relay bench-content clean format
 
 all: build
 
@@ -52,16 +52,21 @@ fuzz:
 	cmake --build $(FUZZ) -j$(JOBS)
 	scripts/run-fuzzers $(FUZZ) $(FUZZ_SECONDS)
 
-# Benchmarks against nginx and HAProxy (bench/README.md): the front end and the relay through
-# the connection point. Both run even if the first fails; BENCH_SMOKE=1 for the quick check.
+# Benchmarks against nginx and HAProxy (bench/README.md): the front end, the relay through
+# the connection point, and cached content. Each runs even if one before failed;
+# BENCH_SMOKE=1 for the quick check.
 bench: build bench-deps
-	@rc=0; bench/run-frontend.sh || rc=1; bench/run-relay.sh || rc=1; exit $$rc
+	@rc=0; bench/run-frontend.sh || rc=1; bench/run-relay.sh || rc=1; \
+	bench/run-content.sh || rc=1; exit $$rc
 
 bench-frontend: build bench-deps
 	bench/run-frontend.sh
 
 bench-relay: build bench-deps
 	bench/run-relay.sh
+
+bench-content: build bench-deps
+	bench/run-content.sh
 
 bench-deps:
 	CMG_BENCH_DEPS=1 scripts/install-deps
