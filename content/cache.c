@@ -336,6 +336,12 @@ static void unref_list(struct content_entry *list)
 int content_cache_submit(struct content_cache *c, void (*run)(struct content_cache *, void *),
                          void *arg)
 {
+    return content_cache_submit_at(c, run, arg, false);
+}
+
+int content_cache_submit_at(struct content_cache *c, void (*run)(struct content_cache *, void *),
+                            void *arg, bool first)
+{
     struct content_job *j = calloc(1, sizeof(*j));
     if (!j)
         return -1;
@@ -347,8 +353,15 @@ int content_cache_submit(struct content_cache *c, void (*run)(struct content_cac
         free(j);
         return -1;
     }
-    *c->jobs_tail = j;
-    c->jobs_tail = &j->next;
+    if (first) {
+        j->next = c->jobs;
+        if (!c->jobs)
+            c->jobs_tail = &j->next;
+        c->jobs = j;
+    } else {
+        *c->jobs_tail = j;
+        c->jobs_tail = &j->next;
+    }
     pthread_cond_signal(&c->cond);
     pthread_mutex_unlock(&c->lock);
     return 0;

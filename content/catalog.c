@@ -200,7 +200,8 @@ enum content_lookup content_catalog_get(struct content_cache *c, const char *pac
     pthread_mutex_unlock(&c->lock);
     if (start) {
         char *arg = strdup(package);
-        if (!arg || content_cache_submit(c, fetch_run, arg) != 0) {
+        /* ahead of queued fills: a manifest is small and every request of the package waits */
+        if (!arg || content_cache_submit_at(c, fetch_run, arg, true) != 0) {
             free(arg);
             pthread_mutex_lock(&c->lock);
             s = slot_find(c, package);

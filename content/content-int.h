@@ -46,6 +46,9 @@ struct content_cache {
 /* Queues a job for a fill thread; takes ownership of arg only on success (0). */
 int content_cache_submit(struct content_cache *c, void (*run)(struct content_cache *, void *),
                          void *arg);
+/* The same, ahead of every queued job (small, urgent work: manifests before fills). */
+int content_cache_submit_at(struct content_cache *c, void (*run)(struct content_cache *, void *),
+                            void *arg, bool first);
 /* Announces progress to subscribers (no lock held). */
 void content_cache_announce(struct content_cache *c, uint64_t bits);
 /* Frees the catalog (at cache free). */
