@@ -31,6 +31,7 @@ struct content_entry {
     struct content_entry *lru_prev, *lru_next; /* complete entries, under cache lock */
     bool indexed;                              /* in the table, under cache lock */
     bool in_lru;
+    bool counted; /* its size counts against max_bytes (not when larger than the cache) */
     char key[KEY_LEN + 1];
     struct content_blob_info info; /* what is wanted; md5 completed from the store */
     atomic_int state;              /* enum content_entry_state */
@@ -282,7 +283,11 @@ static void index_add(struct content_cache *c, struct content_entry *e)
     e->hnext = c->table[s];
     c->table[s] = e;
     e->indexed = true;
-    c->used += e->info.size;
+    /* a file larger than the whole cache is served and dropped: counting it would only
+     * evict everything else for nothing */
+    e->counted = e->info.size <= c->max_bytes;
+    if (e->counted)
+        c->used += e->info.size;
     c->entries++;
 }
 
@@ -300,8 +305,72 @@ static void index_remove(struct content_cache *c, struct content_entry *e)
     e->hnext = NULL;
     e->indexed = false;
     lru_unlink(c, e);
-    c->used -= e->info.size;
+    if (e->counted)
+        c->used -= e->info.size;
     c->entries--;
+}
+
+/* Takes an evicted entry's files out of the way at once (small files unlinked, the content
+ * renamed: both quick), so that a new fill of the same key starts clean; the content itself,
+ * possibly gigabytes whose unlink takes a while, is removed later on a fill thread. Cache
+ * lock held. */
+static void trash_files(struct content_cache *c, const char *key)
+{
+    char p[4096], gone[4200];
+    cache_path(c, key, "meta", p, sizeof(p));
+    unlink(p);
+    cache_path(c, key, "pd", p, sizeof(p));
+    unlink(p);
+    cache_path(c, key, "data", p, sizeof(p));
+    snprintf(gone, sizeof(gone), "%s/gone-%s-%llu", c->dir, key,
+             (unsigned long long)++c->trash_seq);
+    if (rename(p, gone) != 0) {
+        unlink(p);
+        return;
+    }
+    char **grown = realloc(c->trash, (c->ntrash + 1) * sizeof(*c->trash));
+    char *copy = strdup(gone);
+    if (!grown || !copy) {
+        free(copy);
+        if (grown)
+            c->trash = grown;
+        unlink(gone); /* no memory to defer it: now */
+        return;
+    }
+    c->trash = grown;
+    c->trash[c->ntrash++] = copy;
+}
+
+static void trash_run(struct content_cache *c, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&c->lock);
+    char **list = c->trash;
+    size_t n = c->ntrash;
+    c->trash = NULL;
+    c->ntrash = 0;
+    c->trash_queued = false;
+    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        unlink(list[i]);
+        free(list[i]);
+    }
+    free(list);
+}
+
+/* After unlocking: hands the trash to a fill thread (once). */
+static void trash_later(struct content_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    bool go = c->ntrash && !c->trash_queued && !c->stopping;
+    if (go)
+        c->trash_queued = true;
+    pthread_mutex_unlock(&c->lock);
+    if (go && content_cache_submit(c, trash_run, NULL) != 0) {
+        pthread_mutex_lock(&c->lock);
+        c->trash_queued = false;
+        pthread_mutex_unlock(&c->lock);
+    }
 }
 
 /* Evicts the least recently used complete entries until the bytes fit (or none is left to
@@ -313,7 +382,7 @@ static struct content_entry *evict_locked(struct content_cache *c)
     while (c->used > c->max_bytes && c->lru_tail) {
         struct content_entry *e = c->lru_tail;
         index_remove(c, e);
-        unlink_files(c, e->key);
+        trash_files(c, e->key);
         c->stats.evictions++;
         e->hnext = gone;
         gone = e;
@@ -600,6 +669,7 @@ static void fill_run(struct content_cache *c, void *arg)
                 keep ? "" : ", not kept (larger than the cache)");
     entry_notify(e);
     unref_list(gone);
+    trash_later(c);
     if (drop_index_ref)
         content_entry_unref(e);
 out:
@@ -620,6 +690,13 @@ struct content_entry *content_cache_get(struct content_cache *c,
     pthread_mutex_lock(&c->lock);
     struct content_entry *e = index_find(c, key);
     if (e) {
+        if (e->fd < 0 && content_entry_state(e) == CONTENT_ENTRY_READY) {
+            /* a file from an earlier run: opened now, so that an eviction before the first
+             * read cannot take it away from this request */
+            char p[4096];
+            cache_path(c, e->key, "data", p, sizeof(p));
+            e->fd = open(p, O_RDONLY | O_CLOEXEC);
+        }
         atomic_fetch_add(&e->refs, 1);
         if (subscriber)
             atomic_fetch_or(&e->subscribers, subscriber);
@@ -647,6 +724,7 @@ struct content_entry *content_cache_get(struct content_cache *c,
     struct content_entry *gone = evict_locked(c); /* room for what comes */
     pthread_mutex_unlock(&c->lock);
     unref_list(gone);
+    trash_later(c);
     if (content_cache_submit(c, fill_run, e) != 0) {
         content_entry_unref(e); /* the job's */
         fill_fail(c, e, CONTENT_STORE_EIO, "the gateway is stopping");
@@ -702,7 +780,12 @@ static int load_entry(struct content_cache *c, const char *key)
         cache_path(c, key, "pd", p, sizeof(p));
         char *bytes = read_small_file(p, (uint64_t)1 << 30, &len);
         if (bytes && content_pd_hashes_load((uint8_t *)bytes, len, &e->hashes) == 0 &&
-            content_pd_hashes_size(e->hashes) == info.size && c->has_secret)
+            content_pd_hashes_size(e->hashes) != info.size) {
+            content_pd_hashes_free(
+                e->hashes); /* not this content's: no CI rather than a wrong one */
+            e->hashes = NULL;
+        }
+        if (e->hashes && c->has_secret)
             content_pd_hashes_bind(e->hashes, &c->pd_secret);
         free(bytes);
     }
@@ -743,6 +826,11 @@ static void cache_scan(struct content_cache *c)
         return;
     struct dirent *de;
     while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "gone-", 5) == 0) { /* evicted, not yet removed */
+            snprintf(p, sizeof(p), "%s/%s", c->dir, de->d_name);
+            unlink(p);
+            continue;
+        }
         const char *dot = strchr(de->d_name, '.');
         if (!dot || !is_key(de->d_name, (size_t)(dot - de->d_name)))
             continue;
@@ -774,6 +862,7 @@ static void cache_scan(struct content_cache *c)
         closedir(d);
     struct content_entry *gone = evict_locked(c); /* the bound may have shrunk */
     unref_list(gone);
+    trash_run(c, NULL); /* at start: no workers yet */
 }
 
 static int mkdirs(const char *path)
@@ -887,6 +976,7 @@ void content_cache_free(struct content_cache *c)
         }
     }
     content_catalog_clear(c);
+    trash_run(c, NULL);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     explicit_bzero(&c->pd_secret, sizeof(c->pd_secret));

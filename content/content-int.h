@@ -41,6 +41,10 @@ struct content_cache {
     struct content_catalog_slot *catalog; /* list of known packages */
     size_t ncatalog;
     struct content_cache_stats stats; /* counters (entries/bytes filled in on read) */
+    char **trash;                     /* evicted content files to remove (on a fill thread) */
+    size_t ntrash;
+    uint64_t trash_seq;
+    bool trash_queued;
 };
 
 /* Queues a job for a fill thread; takes ownership of arg only on success (0). */

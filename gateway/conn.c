@@ -14,7 +14,8 @@
 #include "tls.h"
 
 #define GW_LINGER_MS 2000
-#define GW_READ_BUDGET 8 /* SSL_read calls per wake-up before yielding to other connections */
+#define GW_READ_BUDGET 8   /* SSL_read calls per wake-up before yielding to other connections */
+#define GW_FLUSH_REFILLS 4 /* content windows written per wake-up (4 x 256 KiB) */
 
 static void gw_conn_event_cb(evutil_socket_t fd, short what, void *arg);
 static void gw_conn_log_request(struct gw_conn *c, int status);
@@ -125,6 +126,13 @@ static void gw_conn_out_reserve(struct gw_conn *c, size_t more)
 {
     if (c->out_off && c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
+    if (c->out_off && (size_t)c->out_len + more > c->out_cap) {
+        /* what was written makes room: a stream that never drains completely must not grow
+         * the buffer by all it ever sent (the TLS layer accepts a moved write buffer) */
+        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+    }
     if ((size_t)c->out_len + more <= c->out_cap)
         return;
     size_t cap = c->out_cap ? c->out_cap : 1024;
@@ -162,16 +170,16 @@ void gw_conn_respond(struct gw_conn *c, int status, const char *reason, const ch
 {
     bool keep = gw_conn_keep_alive(c, status);
     bool head = c->req.method == HTTPREQ_M_HEAD;
-    char hdr[1024];
-    int n =
-        snprintf(hdr, sizeof(hdr),
-                 "HTTP/1.1 %d %s\r\nServer: cmg-gateway\r\nDate: %s\r\n%s%s%s"
-                 "Content-Length: %zu\r\n%s%s\r\n",
-                 status, reason, gw_worker_date(c->w), ctype ? "Content-Type: " : "",
-                 ctype ? ctype : "", ctype ? "\r\n" : "", body_len,
-                 keep ? (httpreq_version_minor(&c->req) == 0 ? "Connection: keep-alive\r\n" : "")
-                      : "Connection: close\r\n",
-                 extra ? extra : "");
+    char hdr[1024], length[48] = "";
+    if (status != 304) /* a 304 says nothing of the length (RFC 9110 8.6) */
+        snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
+    int n = snprintf(
+        hdr, sizeof(hdr), "HTTP/1.1 %d %s\r\nServer: cmg-gateway\r\nDate: %s\r\n%s%s%s%s%s%s\r\n",
+        status, reason, gw_worker_date(c->w), ctype ? "Content-Type: " : "", ctype ? ctype : "",
+        ctype ? "\r\n" : "", length,
+        keep ? (httpreq_version_minor(&c->req) == 0 ? "Connection: keep-alive\r\n" : "")
+             : "Connection: close\r\n",
+        extra ? extra : "");
     if (n < 0 || (size_t)n >= sizeof(hdr))
         n = snprintf(hdr, sizeof(hdr),
                      "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
@@ -437,6 +445,7 @@ static int gw_conn_process(struct gw_conn *c, const char *data, size_t len, bool
 static int gw_conn_flush(struct gw_conn *c)
 {
     bool progress = false;
+    unsigned refills = 0;
 again:
     while (c->out_len > c->out_off) {
         ERR_clear_error();
@@ -464,8 +473,14 @@ again:
     }
     if (c->proxy && progress)
         gw_proxy_client_drained(c); /* room again: the tunnel may send more */
-    if (c->content && gw_content_drained(c) && c->out_len > c->out_off)
-        goto again; /* more of the content answer was queued */
+    if (c->content && gw_content_drained(c) && c->out_len > c->out_off) {
+        if (++refills < GW_FLUSH_REFILLS)
+            goto again; /* more of the content answer was queued */
+        /* enough for one turn: the rest when epoll says so, after the other connections */
+        c->send_deadline = core_now_ms() + c->snap->cfg.send_timeout;
+        gw_conn_watch(c, EV_WRITE);
+        return 0;
+    }
     /* Everything written: an idle connection keeps no buffers (one streaming an answer
      * through a tunnel keeps it for the next piece). */
     if (c->proxy || c->content) {
@@ -836,15 +851,20 @@ void gw_conn_close_all(struct gw_worker *w)
 static void gw_conn_resume(struct gw_conn *c)
 {
     uint8_t kind = c->wait_kind;
-    c->wait_kind = GW_WAIT_NONE;
+    /* An overdue answer is ended by its producer, which must still see what the request
+     * waits for: that is how the request is then finished (and never routed again). */
     if (kind == GW_WAIT_UPSTREAM) {
         gw_proxy_timeout(c);
         return;
     }
     if (kind == GW_WAIT_STREAM) {
-        gw_content_timeout(c);
+        if (!gw_content_timeout(c)) { /* the fill is still moving: not a stall */
+            c->deadline = core_now_ms() + gw_content_stall_ms(c);
+            gw_conn_watch(c, c->ev_what ? c->ev_what : EV_TIMEOUT);
+        }
         return;
     }
+    c->wait_kind = GW_WAIT_NONE;
     c->state = GW_CS_BODY;
     c->deadline = core_now_ms() + c->snap->cfg.body_timeout;
     gw_router_head(c);
@@ -966,12 +986,17 @@ void gw_conn_proxy_data(struct gw_conn *c, const char *data, size_t len)
 static void gw_conn_proxy_finish(struct gw_conn *c)
 {
     bool content = c->content != NULL;
+    bool ended = false;
     if (c->state == GW_CS_WAIT &&
-        (c->wait_kind == GW_WAIT_UPSTREAM || c->wait_kind == GW_WAIT_STREAM))
+        (c->wait_kind == GW_WAIT_UPSTREAM || c->wait_kind == GW_WAIT_STREAM)) {
         gw_conn_request_done(c); /* the request was read: on to the next one */
+        ended = true;
+    }
     /* else the body is still coming in; gw_conn_request_read ends the request */
     if (!content)
         gw_conn_wake(c);
+    else if (ended && c->held)
+        event_active(&c->ev, EV_READ, 1); /* a pipelined request waits in c->in: read it */
 }
 
 void gw_conn_proxy_end(struct gw_conn *c, bool ok)

@@ -109,7 +109,8 @@ bool gw_content_done(const struct gw_conn *c);
 /* The client's output drained: queue more. True when something was queued or it ended. */
 bool gw_content_drained(struct gw_conn *c);
 void gw_content_release(struct gw_conn *c);
-void gw_content_timeout(struct gw_conn *c);
+/* The answer's deadline passed: cuts it and returns true, unless the fill still moves. */
+bool gw_content_timeout(struct gw_conn *c);
 uint64_t gw_content_stall_ms(const struct gw_conn *c);
 
 /* For proxy.c: answers arriving through a tunnel. */

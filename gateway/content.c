@@ -32,6 +32,7 @@ struct gw_content {
     struct content_entry *e; /* reference, while a file is read or its fill awaited */
     char package[CONTENT_PACKAGE_ID_MAX + 1]; /* PARKED without e: the manifest awaited */
     uint64_t pos, end;                        /* next byte to send, one past the last */
+    uint64_t seen_filled, seen_pos;           /* fill and answer at the last stall check */
     uint8_t *ci;                              /* owned: a PeerDist CI being sent as the body */
     size_t ci_len, ci_off;
 };
@@ -158,11 +159,29 @@ static void gw_content_unwait(struct gw_content *gc)
     gc->is_waiting = false;
 }
 
+/* Notices come through the worker's queue; should one be lost (the queue full), waiting
+ * requests still look again once a second while there are any. */
+static void gw_content_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+    gw_content_wake(w);
+    if (w->content_waiters) {
+        struct timeval tv = {1, 0};
+        evtimer_add(w->content_tick, &tv);
+    }
+}
+
 static void gw_content_wait(struct gw_content *gc)
 {
     if (gc->is_waiting)
         return;
     struct gw_worker *w = gc->c->w;
+    if (!w->content_tick)
+        w->content_tick = evtimer_new(w->base, gw_content_tick_cb, w);
+    if (w->content_tick && !evtimer_pending(w->content_tick, NULL)) {
+        struct timeval tv = {1, 0};
+        evtimer_add(w->content_tick, &tv);
+    }
     gc->wprev = NULL;
     gc->wnext = w->content_waiters;
     if (w->content_waiters)
@@ -394,6 +413,10 @@ static uint64_t gw_ctoken_hash(const char *s, size_t len)
 
 void gw_content_tokens_free(struct gw_worker *w)
 {
+    if (w->content_tick) {
+        event_free(w->content_tick);
+        w->content_tick = NULL;
+    }
     if (!w->ctokens)
         return;
     for (size_t i = 0; i < GW_CTOKEN_CACHE; i++)
@@ -636,11 +659,18 @@ static bool gw_content_pump(struct gw_conn *c)
         return true;
     }
     while (gc->pos < gc->end && gw_conn_out_pending(c) < GW_CONTENT_WINDOW) {
-        uint64_t want = gc->end - gc->pos;
-        if (want > GW_CONTENT_READ)
-            want = GW_CONTENT_READ;
-        char *dst = gw_conn_out_space(c, (size_t)want);
-        ssize_t n = content_entry_pread(gc->e, dst, (size_t)want, gc->pos);
+        /* Until the fill is checked (length, MD5), the answer's last byte is held back: a
+         * fill that fails then cuts the answer, which therefore never looks whole. */
+        bool ready = content_entry_state(gc->e) == CONTENT_ENTRY_READY;
+        uint64_t limit = ready ? gc->end : gc->end - 1;
+        ssize_t n = 0;
+        if (gc->pos < limit) {
+            uint64_t want = limit - gc->pos;
+            if (want > GW_CONTENT_READ)
+                want = GW_CONTENT_READ;
+            char *dst = gw_conn_out_space(c, (size_t)want);
+            n = content_entry_pread(gc->e, dst, (size_t)want, gc->pos);
+        }
         if (n < 0) {
             LOG_ERROR("c%u.%llu content: reading the cached %s failed", c->w->id,
                       (unsigned long long)c->id, content_entry_info(gc->e)->name);
@@ -664,20 +694,21 @@ static bool gw_content_pump(struct gw_conn *c)
                 gw_conn_proxy_end(c, false); /* a cut answer must not look whole */
                 return true;
             }
-            /* the fill has not got that far: wait for its next notice */
+            /* the fill has not got that far, or is not checked yet: wait for its next notice */
             content_entry_subscribe(gc->e, gw_bit(c));
             gw_content_wait(gc);
-            if (content_entry_filled(gc->e) > gc->pos ||
-                content_entry_state(gc->e) == CONTENT_ENTRY_FAILED)
+            st = content_entry_state(gc->e);
+            if (st == CONTENT_ENTRY_READY || st == CONTENT_ENTRY_FAILED ||
+                (gc->pos + 1 < gc->end && content_entry_filled(gc->e) > gc->pos))
                 continue; /* it moved on while subscribing */
             return progress;
         }
         gw_conn_out_commit(c, (size_t)n);
         GW_ADD(c->w->metrics.content_bytes, (uint64_t)n);
-        if (c->state == GW_CS_WAIT)
-            c->deadline = core_now_ms() + gw_content_stall_ms(c);
         gc->pos += (uint64_t)n;
         progress = true;
+        if (c->state == GW_CS_WAIT)
+            c->deadline = core_now_ms() + gw_content_stall_ms(c);
     }
     if (gc->pos >= gc->end) {
         gw_content_unwait(gc);
@@ -745,8 +776,9 @@ static void gw_content_file(struct gw_conn *c, const char *path, size_t plen, co
 
     if (not_modified) {
         GW_INC(c->w->metrics.content_not_modified);
-        char extra[320];
-        snprintf(extra, sizeof(extra), "ETag: %s\r\nLast-Modified: %s\r\n", want.etag, lm);
+        char extra[360];
+        snprintf(extra, sizeof(extra),
+                 "ETag: %s\r\nLast-Modified: %s\r\nCache-Control: private\r\n", want.etag, lm);
         gw_conn_respond(c, 304, "Not Modified", NULL, NULL, 0, extra);
         return;
     }
@@ -893,7 +925,24 @@ bool gw_content_route(struct gw_conn *c, const char *url, size_t plen, const cha
     else if (plen <= strlen(GW_CONTENT_PREFIX) ||
              strncasecmp(url, GW_CONTENT_PREFIX, strlen(GW_CONTENT_PREFIX)) != 0)
         return false;
-    gw_content_release(c); /* what an earlier pass of this request left (a park) */
+    /* What an earlier pass of this request left (a park): a fill that failed meanwhile is
+     * the answer, not a reason to start another one. */
+    int prev_err = 0;
+    const char *prev_why = NULL;
+    if (c->content && c->content->e && content_entry_state(c->content->e) == CONTENT_ENTRY_FAILED)
+        prev_err = content_entry_error(c->content->e, &prev_why);
+    if (prev_err) {
+        LOG_WARN("c%u.%llu content: %s could not be read from storage: %s", c->w->id,
+                 (unsigned long long)c->id, content_entry_info(c->content->e)->name, prev_why);
+        GW_INC(c->w->metrics.content_errors);
+        gw_content_release(c);
+        if (prev_err == CONTENT_STORE_ENOTFOUND || prev_err == CONTENT_STORE_ECHANGED)
+            gw_content_plain(c, 404, "Not Found", NULL);
+        else
+            gw_content_plain(c, 502, "Bad Gateway", NULL);
+        return true;
+    }
+    gw_content_release(c);
     if (c->req.method != HTTPREQ_M_GET && c->req.method != HTTPREQ_M_HEAD) {
         gw_content_plain(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n");
         return true;
@@ -909,16 +958,31 @@ bool gw_content_route(struct gw_conn *c, const char *url, size_t plen, const cha
     return true;
 }
 
-void gw_content_timeout(struct gw_conn *c)
+bool gw_content_timeout(struct gw_conn *c)
 {
-    /* the answer stalled (the fill stopped sending and did not fail): cut it */
     struct gw_content *gc = c->content;
-    if (gc && gc->phase == GW_CP_STREAM) {
-        gc->phase = GW_CP_DONE;
-        gw_content_unwait(gc);
-        GW_INC(c->w->metrics.content_errors);
-        gw_conn_proxy_end(c, false);
+    if (!gc || gc->phase != GW_CP_STREAM)
+        return true;
+    /* A slow fill is not a stalled one: as long as the file grows, the answer goes on (and
+     * takes what arrived, in case no notice came for it). */
+    uint64_t filled = content_entry_filled(gc->e);
+    if (content_entry_state(gc->e) != CONTENT_ENTRY_FAILED &&
+        (filled != gc->seen_filled || gc->pos != gc->seen_pos)) {
+        gc->seen_filled = filled;
+        gc->seen_pos = gc->pos;
+        if (gw_content_pump(c))
+            gw_conn_kick(c);
+        return false;
     }
+    LOG_WARN("c%u.%llu content: %s made no progress for %llu ms: answer cut", c->w->id,
+             (unsigned long long)c->id, content_entry_info(gc->e)->name,
+             (unsigned long long)gw_content_stall_ms(c));
+    gc->phase = GW_CP_DONE;
+    gw_content_unwait(gc);
+    GW_INC(c->w->metrics.content_errors);
+    gw_conn_proxy_end(c, false); /* ends the request: gc is gone */
+    gw_conn_kick(c);             /* write what is queued, then close */
+    return true;
 }
 
 void gw_content_wake(struct gw_worker *w)

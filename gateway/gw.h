@@ -265,6 +265,7 @@ struct gw_worker {
     struct log_ratelimit refuse_rl;
     struct gw_content *content_waiters; /* content requests waiting for a fill or manifest */
     struct gw_ctoken_entry *ctokens;    /* owned, GW_CTOKEN_CACHE kept content-token verdicts */
+    struct event *content_tick;         /* owned: looks at content waiters once a second */
     atomic_bool content_wake;           /* a GW_MSG_CONTENT is queued */
     char *scratch; /* owned, GW_SCRATCH bytes: reads land here before parsing */
     char date[64]; /* cached Date header value */

@@ -19,8 +19,8 @@ struct gw_config {
     char *service_name;
     uint64_t instance_id;
     uint64_t instances; /* instances of the deployment, told to connectors; 0 = not said */
-    uint64_t workers; /* 0 = one per CPU */
-    char *listen;     /* comma-separated host:port list */
+    uint64_t workers;   /* 0 = one per CPU */
+    char *listen;       /* comma-separated host:port list */
     uint64_t max_connections;
     uint64_t drain_timeout;
     uint64_t listen_backlog;

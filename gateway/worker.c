@@ -299,6 +299,7 @@ void gw_worker_join(struct gw_worker *w)
     if (w->move_ev)
         event_free(w->move_ev);
     free(w->served);
+    gw_content_tokens_free(w); /* its timer lives on the base */
     event_base_free(w->base);
     free(w->scratch);
     gw_snapshot_unref(w->snap);
@@ -306,5 +307,4 @@ void gw_worker_join(struct gw_worker *w)
     gw_dyn_unref(w->dyn);
     w->dyn = NULL;
     gw_token_cache_free(w);
-    gw_content_tokens_free(w);
 }

@@ -172,6 +172,8 @@ class TestContent(ContentBase):
         r = get(self.gw, p, headers={"If-None-Match": etag})
         self.assertEqual(r.status, 304)
         self.assertEqual(r.body, b"")
+        self.assertIsNone(r.header("Content-Length"), "a 304 says nothing of the length")
+        self.assertEqual(r.header("ETag"), etag)
         r = get(self.gw, p, headers={"If-None-Match": f'"other", W/{etag}'})
         self.assertEqual(r.status, 304, "weak comparison in a list")
         r = get(self.gw, p, headers={"If-None-Match": '"other"'})
@@ -219,6 +221,31 @@ class TestContent(ContentBase):
         self.assertEqual(get(self.gw, file_path(u)).status, 404)
         r = get(self.gw, file_path(self.urls()["setup.bin"].get("URL")), method="POST")
         self.assertEqual(r.status, 405)
+
+    def test_pipelined_requests_after_a_large_answer(self):
+        """A second request sent with the first is answered after a streamed answer that took
+        several windows."""
+        data, small = self.files["setup.bin"], self.files["sub dir/readme.txt"]
+        urls = self.urls()
+        p1, p2 = file_path(urls["setup.bin"].get("URL")), file_path(urls["sub dir/readme.txt"].get("URL"))
+        get(self.gw, p1)  # cached: the answer streams from a complete file
+        with self.gw.connect(timeout=30) as c:
+            c.send(ct.req("GET", p1) + ct.req("GET", p2))
+            r1 = c.read_response()
+            r2 = c.read_response()
+        self.assertEqual((r1.status, len(r1.body)), (200, len(data)))
+        self.assertEqual(r1.body, data)
+        self.assertEqual((r2.status, r2.body), (200, small))
+
+    def test_blob_gone_from_storage_is_not_found(self):
+        pkg = os.path.join(self.dir, "gone")
+        ck.random_file(os.path.join(pkg, "x.bin"), 300000, "gone")
+        distribute(self.gw.config_path, "PS700001", pkg)
+        p = file_path(self.urls("PS700001")["x.bin"].get("URL"))
+        st, _h, _b = self.az.request("DELETE", "cmgcontent", "content/PS700001/x.bin")
+        self.assertEqual(st, 202)
+        r = get(self.gw, p)
+        self.assertEqual(r.status, 404, r.body)
 
     def test_peerdist_v1_and_v2(self):
         data = self.files["iis-85.png"]
@@ -307,6 +334,17 @@ class TestEvictionAndRestart(ContentBase):
         r = get(self.gw, urls["f0.bin"])
         self.assertEqual(r.body, datas["f0.bin"])
         self.assertEqual(self.gw.metrics().sum("cmg_content_fills_total", result="ok"), 1)
+        # a file larger than the whole cache is served, not kept, and evicts nothing
+        before = self.gw.metrics()
+        big = ck.random_file(os.path.join(self.dir, "huge", "huge.bin"), 6 * 1024 * 1024, "huge")
+        distribute(self.gw.config_path, "PS300002", os.path.join(self.dir, "huge"))
+        r = get(self.gw, file_path(self.urls("PS300002")["huge.bin"].get("URL")), timeout=60)
+        self.assertEqual(hashlib.sha256(r.body).digest(), hashlib.sha256(big).digest())
+        after = self.gw.metrics()
+        self.assertEqual(after.sum("cmg_content_evictions_total"),
+                         before.sum("cmg_content_evictions_total"))
+        self.assertEqual(after.sum("cmg_content_cache_entries"),
+                         before.sum("cmg_content_cache_entries"))
 
 
 class TestStorageDiesMidFill(unittest.TestCase):
@@ -381,6 +419,43 @@ class TestStorageDiesMidFill(unittest.TestCase):
         finally:
             if gw:
                 gw.stop()
+            if relay:
+                relay.close()
+            az.cleanup()
+
+
+class TestSlowStorage(unittest.TestCase):
+    """A fill slower than content.timeout per window is slow, not stalled: a range far
+    ahead of it waits and then arrives whole."""
+
+    def test_range_ahead_of_a_slow_fill(self):
+        az = azurite.Azurite(scale=ct.SCALE).start()
+        relay = gw = None
+        try:
+            d = ct.mkdtemp("slow-")
+            size = 8 * 1024 * 1024
+            data = ck.random_file(os.path.join(d, "pkg", "slow.bin"), size, "slow")
+            relay = ck.Throttle(az.port, 1024 * 1024)
+            store = az.content_settings(blob_endpoint=f"http://127.0.0.1:{relay.port}/"
+                                                      f"{azurite.ACCOUNT}")
+            cache = os.path.join(d, "cache")
+            gw = ct.Gateway({"content": content_config(store, cache, timeout="1s")},
+                            name="slow")
+            gw.write_config()
+            cfg_direct = os.path.join(d, "direct.ini")
+            with open(cfg_direct, "w") as f:
+                f.write(ct.ini_text({"content": content_config(az.content_settings(), cache)}))
+            distribute(cfg_direct, "PS800001", os.path.join(d, "pkg"))
+            gw.start()
+            _r, root = location(gw, token("PS800001"))
+            p = file_path(root.find("File").get("URL"))
+            r = get(gw, p, headers={"Range": f"bytes={size - 100000}-{size - 1}"}, timeout=120)
+            self.assertEqual(r.status, 206)
+            self.assertEqual(r.body, data[size - 100000:])
+            self.assertEqual(gw.metrics().sum("cmg_content_errors_total"), 0)
+        finally:
+            if gw:
+                self.assertEqual(gw.stop(), 0)
             if relay:
                 relay.close()
             az.cleanup()
