@@ -356,6 +356,11 @@ char *deploy_install_script(const struct deploy_settings *ds, const unsigned cha
     struct deploy_gw_place pl = {
         .instance_id = 0,
         .instances = (unsigned)ds->vm_instance_count,
+        /* Every VM of the scale set runs this: the first ones, those a scale-out adds and
+         * those Azure rebuilds. Until the VM listens on 443 the load balancer's probe keeps
+         * clients away, so a VM joining a running deployment takes none before a connection
+         * point's tunnel is up. */
+        .await_tunnel = ds->await_tunnel,
         .listen = "0.0.0.0:443",
         .tunnel_listen = "0.0.0.0:10124", /* the NAT pool's backend port on every instance */
         .admin_listen = "127.0.0.1:9180",

@@ -65,6 +65,7 @@ struct deploy_settings {
     /* [deployment] */
     unsigned provider; /* enum deploy_provider */
     char *state;       /* the state folder */
+    uint64_t await_tunnel; /* ms an instance joining a deployment waits for a tunnel */
     /* [azure] */
     unsigned environment; /* index into deploy_envs */
     char *tenant_id;
@@ -139,6 +140,8 @@ int deploy_settings_load(struct deploy_settings *ds, const char *path, struct de
  * value (message in m). */
 int deploy_settings_set_flag(struct deploy_settings *ds, const char *flag, const char *value,
                              struct deploy_msgs *m);
+/* Whether the setting named key (settings-file name) was given by a flag or the file. */
+bool deploy_settings_given(const struct deploy_settings *ds, const char *key);
 /* Whether flag is a settings flag that takes no value (a switch such as --force). */
 bool deploy_settings_flag_is_switch(const char *flag);
 /* Adds "section.key=value" for every instance's gateway.ini. Returns 0 or -1 (message). */
@@ -166,6 +169,7 @@ bool deploy_name_matches(const char *pattern, const char *host);
 /* Where an instance listens and logs; the rest of gateway.ini comes from the settings. */
 struct deploy_gw_place {
     unsigned instance_id, instances;
+    uint64_t await_tunnel; /* gateway.await_tunnel, ms (0: take clients at once) */
     const char *listen, *tunnel_listen, *admin_listen;
     const char *pfx_file, *pfx_password_file, *log_file;
 };

@@ -818,7 +818,9 @@ void gw_conn_drain_all(struct gw_worker *w)
     while (c) {
         struct gw_conn *next = c->next;
         c->draining = true;
-        if (c->state == GW_CS_IDLE && c->out_len == c->out_off && !c->held)
+        /* A connection that has not sent its first request yet was just accepted for one: it
+         * gets to send it (http.header_timeout bounds the wait) and is closed after. */
+        if (c->state == GW_CS_IDLE && c->nrequests && c->out_len == c->out_off && !c->held)
             gw_conn_free(c, "gateway draining (SIGTERM)");
         c = next;
     }

@@ -1,11 +1,12 @@
 """cmgctl --provider local with real processes: create 1, scale to 4 and the connector (count
-mode) follows to hold tunnels to all 4 while clients go through every instance, scale to 2,
-and delete leaves nothing running."""
+mode) follows to hold tunnels to all 4, scale to 2, while clients run through the gateway the
+whole time and every one of their requests succeeds; delete leaves nothing running."""
 
 import json
 import os
 import random
 import socket
+import sys
 import threading
 import unittest
 
@@ -70,53 +71,124 @@ class LocalDeploy(unittest.TestCase):
                 extra={"connector": {"gateways": None, "gateway_host": "127.0.0.1",
                                      "instances": 1, "port_base": tunnel_base}}) as cn:
             cn.start(wait_tunnels=1)
-            stop = threading.Event()
-            results = []
-
-            def clients():
-                while not stop.is_set():
-                    r = ct.curl(tk.path(tk.MP_ROLE, "/echo"), port, "-o", "/dev/null",
-                                "-w", "%{http_code}", *tk.cert_args(), timeout=20)
-                    results.append(r.stdout.strip())
-
-            r = ct.run([ct.CMGCTL, "scale", "4", *common], timeout=180)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            cn.wait_tunnels(4, timeout=30)
-            t = threading.Thread(target=clients)
-            t.start()
+            clients = Clients(port)
+            clients.start()
             try:
+                self.assertTrue(clients.wait_more(4), clients.summary())
+
+                # 1 -> 4: new instances take clients only once the connector's tunnel is up
+                r = ct.run([ct.CMGCTL, "scale", "4", *common], timeout=ct.t(180))
+                self.assertEqual(r.returncode, 0, r.stderr)
+                cn.wait_tunnels(4, timeout=30)
                 m = cn.metrics()
                 for i in range(4):
                     self.assertGreaterEqual(m.sum("cmg_connector_tunnels", instance=str(i)), 1)
                 st = json.loads(ct.run([ct.CMGCTL, "status", *common, "--json"]).stdout)
                 self.assertEqual([x["state"] for x in st["instance_states"]], ["Ready"] * 4)
+                self.assertTrue(all(x.get("tunnels", 0) >= 1 for x in st["instance_states"]),
+                                st)
+                # the clients reach every instance (SO_REUSEPORT spreads new connections)
                 ok = ct.wait_until(lambda: all(
-                    ct.Metrics(ct.fetch(admin_base + i, "/metrics")[2].decode())
-                    .sum("cmg_tunnels_open") >= 1 for i in range(4)), ct.t(30))
-                self.assertTrue(ok, "every instance has a tunnel from the connector")
-                n = len(results)
-                ct.wait_until(lambda: len(results) >= n + 8, ct.t(60))
-            finally:
-                stop.set()
-                t.join()
-            self.assertGreater(len(results), 0)
-            self.assertEqual(set(results), {"200"}, results)
+                    proxied(admin_base + i) >= 1 for i in range(4)) or clients.done(),
+                    ct.t(60))
+                self.assertTrue(ok and not clients.done(),
+                                "every instance proxied client requests: " + clients.summary())
 
-            r = ct.run([ct.CMGCTL, "scale", "2", *common], timeout=180)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            ok = ct.wait_until(lambda: cn.metrics().sum("cmg_connector_tunnels") == 2 and
-                               len(cn.metrics().series("cmg_connector_tunnels_wanted")) == 2,
-                               ct.t(30))
-            self.assertTrue(ok, cn.metrics().text)
-            for _ in range(5):
-                r = ct.curl(tk.path(tk.MP_ROLE, "/echo"), port, "-o", "/dev/null", "-w",
-                            "%{http_code}", *tk.cert_args())
-                self.assertEqual(r.stdout.strip(), "200")
+                # 4 -> 2 while the clients go on: the leaving instances drain
+                r = ct.run([ct.CMGCTL, "scale", "2", *common], timeout=ct.t(180))
+                self.assertEqual(r.returncode, 0, r.stderr)
+                ok = ct.wait_until(lambda: cn.metrics().sum("cmg_connector_tunnels") == 2 and
+                                   len(cn.metrics().series("cmg_connector_tunnels_wanted")) == 2,
+                                   ct.t(30))
+                self.assertTrue(ok, cn.metrics().text)
+                self.assertTrue(clients.wait_more(8), clients.summary())
+            finally:
+                clients.stop()
+            print(f"\nclients during scaling: {clients.summary()}", file=sys.stderr)
+            self.assertGreater(clients.ok, 0)
+            self.assertEqual(clients.failures, [], clients.summary())
             st = json.loads(ct.run([ct.CMGCTL, "status", *common, "--json"]).stdout)
             self.assertEqual(len(st["instance_states"]), 2)
             for i in (2, 3):
                 with self.assertRaises(OSError):
                     ct.fetch(admin_base + i, "/healthz", timeout=1)
+
+
+def proxied(admin_port):
+    """Requests an instance sent through a tunnel (0 when it does not answer)."""
+    try:
+        return ct.Metrics(ct.fetch(admin_port, "/metrics", timeout=5)[2].decode()) \
+            .sum("cmg_proxy_requests_total")
+    except OSError:
+        return 0
+
+
+class Clients:
+    """Client threads that send requests through the gateway one after the other, each on a
+    new TLS connection (so that every request lands on whichever instance the kernel picks),
+    until stopped or MAX_REQUESTS were sent. Every outcome other than 200 is a failure."""
+
+    THREADS = 2
+    MAX_REQUESTS = 20000
+
+    def __init__(self, port):
+        self.port = port
+        self.ctx = tk.client_context()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.ok = 0
+        self.sent = 0
+        self.failures = []
+        self.threads = [threading.Thread(target=self._run, daemon=True)
+                        for _ in range(self.THREADS)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(ct.t(60))
+
+    def done(self):
+        with self.lock:
+            return self.sent >= self.MAX_REQUESTS
+
+    def wait_more(self, n):
+        """Until n more requests were answered (True), or the clients ended or ran long."""
+        with self.lock:
+            want = self.ok + len(self.failures) + n
+        return bool(ct.wait_until(lambda: self.ok + len(self.failures) >= want,
+                                  ct.t(60))) and not self.done()
+
+    def summary(self):
+        with self.lock:
+            return (f"{self.ok} ok, {len(self.failures)} failed of {self.sent} sent"
+                    + (f"; first failures: {self.failures[:5]}" if self.failures else ""))
+
+    def _one(self):
+        try:
+            with ct.Conn(self.port, ctx=self.ctx, timeout=20) as c:
+                c.send(ct.req("GET", tk.path(tk.MP_ROLE, "/echo"),
+                              headers={"Connection": "close"}))
+                r = c.read_response()
+            return r.status == 200, f"{r.status} {r.body[:80]!r}"
+        except Exception as e:  # any error is a failed request, counted with its reason
+            return False, f"{type(e).__name__}: {e}"
+
+    def _run(self):
+        while not self.stopping.is_set():
+            with self.lock:
+                if self.sent >= self.MAX_REQUESTS:
+                    return
+                self.sent += 1
+            good, what = self._one()
+            with self.lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failures.append(what)
 
 
 if __name__ == "__main__":
