@@ -239,6 +239,24 @@ int deploy_arm_error_parse(const char *body, size_t len, struct deploy_arm_error
 /* What the operator can do about an ARM error code, or NULL. */
 const char *deploy_arm_hint(const char *code);
 
+/* The sign-in answer (OAuth2 token endpoint): the access token, which the caller frees, and
+ * its lifetime in seconds; or NULL with e filled (the login host's error, or "HTTP <status>"). */
+char *deploy_login_parse(long status, const char *body, size_t len, uint64_t *expires_s,
+                         struct deploy_arm_error *e);
+
+/* Which scale-set VM each tunnel NAT port reaches, from the load balancer's body: instance id
+ * = frontend port - 10124. Fills at most max; returns the count. */
+struct deploy_nat {
+    char vm_id[32];
+    unsigned instance;
+};
+size_t deploy_arm_nat_parse(const char *body, size_t len, struct deploy_nat *out, size_t max);
+
+/* The product's state of one VM (Provisioning, Ready, Error, Stopping, Stopped, Starting,
+ * Deleting) from its instance view statuses; detail points into statuses (the provisioning
+ * message) or is NULL. */
+const char *deploy_arm_vm_state(json_t *statuses, const char **detail);
+
 /* A long-running operation: fed each response, it says what to do next. */
 enum deploy_op_phase {
     DEPLOY_OP_START = 0, /* the request itself */
