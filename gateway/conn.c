@@ -480,7 +480,10 @@ again:
         gw_conn_linger(c, "response sent, closing");
         return 1;
     }
-    if (c->draining && c->state == GW_CS_IDLE && !c->held && httpreq_is_idle(&c->req)) {
+    /* draining: idle between requests means done; before the first one it means the
+     * client has not sent it yet (gw_conn_drain_all) */
+    if (c->draining && c->state == GW_CS_IDLE && c->nrequests && !c->held &&
+        httpreq_is_idle(&c->req)) {
         gw_conn_linger(c, "gateway draining (SIGTERM)");
         return 1;
     }
