@@ -690,10 +690,11 @@ int deploy_azure_status(struct deploy_ctx *c)
         if (strcmp(st, "Ready") != 0 && strcmp(overall, "Error") != 0)
             overall = st;
     }
-    c->result = json_pack("{s:s, s:s?, s:s, s:s?, s:I, s:O, s:o}", "provider", "azure",
-                          "service_name", c->ds->service_name, "state", overall,
-                          "provisioning_state", prov, "instances", capacity, "settings",
-                          json_object_get(c->state, "settings"), "instance_states", inst);
+    c->result =
+        json_pack("{s:s, s:s?, s:s, s:s?, s:I, s:O, s:o, s:o}", "provider", "azure", "service_name",
+                  c->ds->service_name, "state", overall, "provisioning_state", prov, "instances",
+                  capacity, "settings", json_object_get(c->state, "settings"), "instance_states",
+                  inst, "alerts", deploy_alerts_json(json_object_get(c->state, "settings"), NULL));
     json_decref(vmss);
     json_decref(list);
     rc = 0;

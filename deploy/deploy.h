@@ -170,6 +170,7 @@ bool deploy_name_matches(const char *pattern, const char *host);
 struct deploy_gw_place {
     unsigned instance_id, instances;
     uint64_t await_tunnel; /* gateway.await_tunnel, ms (0: take clients at once) */
+    const char *content_folder; /* content.folder: the store the instances share, or NULL */
     const char *listen, *tunnel_listen, *admin_listen;
     const char *pfx_file, *pfx_password_file, *log_file;
 };
@@ -293,6 +294,21 @@ void deploy_op_init(struct deploy_op *op, const struct deploy_req *req, uint64_t
                     unsigned max_retries);
 enum deploy_op_next deploy_op_feed(struct deploy_op *op, const struct deploy_req *req,
                                    const struct deploy_http_resp *r);
+
+/* ---- alerts (alerts.c) ---- */
+
+/* "ok", "warning" or "critical": used against the threshold (bytes) and its percentages. */
+const char *deploy_alert_state(uint64_t used, uint64_t threshold, uint64_t warning_pct,
+                               uint64_t critical_pct);
+/* Bytes the content store of gateway_ini (its [content] section) holds, every blob counted;
+ * enabled says whether content is on (used stays 0 when not). 0, or -1 with err. Blocks. */
+int deploy_storage_used(const char *gateway_ini, bool *enabled, uint64_t *used, char *err,
+                        size_t errlen);
+/* {"storage": {...}, "traffic": {...}} for status: the thresholds from settings (the state's
+ * copy of deploy_settings_json), the storage used when gateway_ini (may be NULL) names the
+ * store. Caller decrefs. */
+json_t *deploy_alerts_json(json_t *settings, const char *gateway_ini);
+void deploy_alerts_print(json_t *alerts, FILE *f);
 
 /* ---- progress and the deploy log (progress.c) ---- */
 

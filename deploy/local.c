@@ -544,8 +544,11 @@ int deploy_local_create(struct deploy_ctx *c)
         snprintf(c->err, sizeof(c->err), "%s: %s", p0.dir, strerror(errno));
         return -1;
     }
+    char store[PATH_MAX];
+    snprintf(store, sizeof(store), "%s/content-store", ds->state);
     struct deploy_gw_place gp = {.instance_id = 0,
                                  .instances = n,
+                                 .content_folder = store,
                                  .listen = ds->listen,
                                  .tunnel_listen = p0.tunnel,
                                  .admin_listen = p0.admin,
@@ -644,10 +647,13 @@ int deploy_local_status(struct deploy_ctx *c)
         else if (strcmp(overall, "Error") != 0 && strcmp(s, "Ready") != 0)
             overall = s;
     }
-    c->result = json_pack("{s:s, s:s, s:s, s:s, s:i, s:O, s:o}", "provider", "local",
+    struct local_place p0;
+    local_place(c->state, 0, &p0);
+    c->result = json_pack("{s:s, s:s, s:s, s:s, s:i, s:O, s:o, s:o}", "provider", "local",
                           "service_name", jstr(c->state, "service_name"), "state", overall,
                           "listen", jstr(c->state, "listen"), "instances", (int)n, "settings",
-                          json_object_get(c->state, "settings"), "instance_states", inst);
+                          json_object_get(c->state, "settings"), "instance_states", inst, "alerts",
+                          deploy_alerts_json(json_object_get(c->state, "settings"), p0.ini));
     return 0;
 }
 

@@ -724,10 +724,14 @@ int deploy_gateway_ini(const struct deploy_settings *ds, const struct deploy_gw_
 {
     struct ds_ini ini = {.n = 0};
     char id[16], count[16], workers[16], await[32], trust[4096] = "";
+    char quota[32], warn[16], crit[16];
     snprintf(id, sizeof(id), "%u", pl->instance_id);
     snprintf(count, sizeof(count), "%u", pl->instances);
     snprintf(workers, sizeof(workers), "%llu", (unsigned long long)ds->workers);
     snprintf(await, sizeof(await), "%llums", (unsigned long long)pl->await_tunnel);
+    snprintf(quota, sizeof(quota), "%llug", (unsigned long long)ds->storage_quota_gb);
+    snprintf(warn, sizeof(warn), "%llu", (unsigned long long)ds->storage_warning_pct);
+    snprintf(crit, sizeof(crit), "%llu", (unsigned long long)ds->storage_critical_pct);
     snprintf(trust, sizeof(trust), "%s%s%s", ds_set(ds->ca_root_certs) ? ds->ca_root_certs : "",
              ds_set(ds->ca_root_certs) && ds_set(ds->ca_intermediate_certs) ? ", " : "",
              ds_set(ds->ca_intermediate_certs) ? ds->ca_intermediate_certs : "");
@@ -747,6 +751,13 @@ int deploy_gateway_ini(const struct deploy_settings *ds, const struct deploy_gw_
         ds_ini_set(&ini, "tunnel", "trusted_certs", trust);
     }
     ds_ini_set(&ini, "auth", "verify_revocation", ds->check_client_cert_revocation ? yes : no);
+    /* the storage alert of `cmgctl content list` is the deployment's */
+    ds_ini_set(&ini, "content", "enabled", ds->enable_cloud_dp_function ? yes : no);
+    if (pl->content_folder)
+        ds_ini_set(&ini, "content", "folder", pl->content_folder);
+    ds_ini_set(&ini, "content", "storage_alert", quota);
+    ds_ini_set(&ini, "content", "storage_warning", warn);
+    ds_ini_set(&ini, "content", "storage_critical", crit);
     ds_ini_set(&ini, "tunnel", "listen", pl->tunnel_listen);
     ds_ini_set(&ini, "admin", "listen", pl->admin_listen);
     ds_ini_set(&ini, "log", "file", pl->log_file);

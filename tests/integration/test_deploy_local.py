@@ -34,7 +34,9 @@ def free_range(n):
 
 
 class LocalDeploy(unittest.TestCase):
-    def test_create_scale_delete_with_connector(self):
+    def _create(self, *extra):
+        """A local deployment of one instance; returns (state, common, port, tunnel_base,
+        admin_base)."""
         p = ct.pki()
         d = ct.mkdtemp("local-")
         state = os.path.join(d, "state")
@@ -53,17 +55,63 @@ class LocalDeploy(unittest.TestCase):
                     "--gateway-setting",
                     f"auth.crl_files={p}/intermediate.crl, {p}/root.crl",
                     "--gateway-setting", f"tunnel.crl_files={p}/intermediate.crl, {p}/root.crl",
-                    "--gateway-setting", "tunnel.ping_interval=1s"], timeout=120)
+                    "--gateway-setting", "tunnel.ping_interval=1s", *extra],
+                   timeout=ct.t(120))
         self.assertEqual(r.returncode, 0, r.stderr)
+        return state, common, port, tunnel_base, admin_base
+
+    def _delete(self, state, common, admin_base, instances):
+        r = ct.run([ct.CMGCTL, "delete", *common, "--json"], timeout=ct.t(180))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(state, "state.json")))
+        for i in range(instances):
+            with self.assertRaises(OSError):
+                ct.fetch(admin_base + i, "/healthz", timeout=1)
+
+    def test_create_scale_delete_with_connector(self):
+        state, common, port, tunnel_base, admin_base = self._create()
         try:
             self._scale_with_clients(state, common, port, tunnel_base, admin_base)
         finally:
-            r = ct.run([ct.CMGCTL, "delete", *common, "--json"], timeout=180)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertFalse(os.path.exists(os.path.join(state, "state.json")))
-        for i in range(4):
-            with self.assertRaises(OSError):
-                ct.fetch(admin_base + i, "/healthz", timeout=1)
+            self._delete(state, common, admin_base, 4)
+
+    def test_status_reports_the_storage_alert(self):
+        state, common, port, _, admin_base = self._create(
+            "--enable-storage-quota", "--storage-quota-gb", "1",
+            "--storage-warning-pct", "40", "--storage-critical-pct", "80")
+        try:
+            def storage():
+                r = ct.run([ct.CMGCTL, "status", *common, "--json"])
+                self.assertEqual(r.returncode, 0, r.stderr)
+                return json.loads(r.stdout)["alerts"]["storage"]
+
+            st = storage()
+            self.assertEqual((st["used"], st["threshold"], st["state"], st["enabled"]),
+                             (0, 1 << 30, "ok", True), st)
+            # the folder store the instances share: a file just under 50 % of the threshold
+            # (sparse: its size counts, no disk is spent), then one over 80 %
+            pkg = os.path.join(state, "content-store", "content", "PS100001")
+            os.makedirs(pkg)
+            sizes = {"warning": (1 << 30) // 2, "critical": (1 << 30) * 85 // 100}
+            for want, size in sizes.items():
+                with open(os.path.join(pkg, "big.bin"), "wb") as f:
+                    f.truncate(size)
+                st = storage()
+                self.assertEqual((st["used"], st["state"]), (size, want), st)
+            text = ct.run([ct.CMGCTL, "status", *common]).stdout
+            self.assertRegex(text, r"storage: 0\.850 GB used of the 1 GB alert threshold "
+                                   r"\(85\.0 %\): critical")
+            self.assertIn("traffic: alert threshold 10000 GB in 14 days", text)
+            self.assertIn("not counted yet", text)
+            # cmgctl content list reads the same store against the same threshold
+            ini = os.path.join(state, "instance-0", "gateway.ini")
+            r = ct.run([ct.CMGCTL, "content", "list", "-c", ini, "--json"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            cl = json.loads(r.stdout)["storage"]
+            self.assertEqual((cl["used"], cl["alert"], cl["state"]),
+                             (sizes["critical"], 1 << 30, "critical"), cl)
+        finally:
+            self._delete(state, common, admin_base, 1)
 
     def _scale_with_clients(self, state, common, port, tunnel_base, admin_base):
         with tk.MpSim().start() as mp, tk.Connector(
