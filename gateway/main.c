@@ -334,6 +334,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "cmg-gateway: %s:tunnel.listen: %s\n", config, err);
         goto out;
     }
+    if (await_ms && s.tunnel_fd < 0) {
+        LOG_WARN("gateway.await_tunnel: no tunnel can come (tunnel listener off)");
+        gw_server_open_clients(&s, "no tunnel listener to wait for");
+        await_ms = 0;
+    }
 
     struct gw_drain drain = {.s = &s};
     drain.timer = event_new(s.base, -1, EV_PERSIST, gw_drain_tick_cb, &drain);

@@ -217,7 +217,7 @@ void gw_server_open_clients(struct gw_server *s, const char *why)
 {
     if (atomic_load(&s->clients_open) || atomic_exchange(&s->clients_open, true))
         return;
-    LOG_INFO("taking clients on %s: %s", s->snap->cfg.listen, why);
+    LOG_INFO("taking clients: %s", why); /* (s->snap belongs to the main thread) */
     for (unsigned i = 0; i < s->nworkers; i++)
         if (gw_worker_post(&s->workers[i], GW_MSG_LISTEN, NULL) != 0) {
             /* the await_tunnel timer asks again */
