@@ -356,6 +356,11 @@ char *deploy_install_script(const struct deploy_settings *ds, const unsigned cha
     struct deploy_gw_place pl = {
         .instance_id = 0,
         .instances = (unsigned)ds->vm_instance_count,
+        /* Every VM of the scale set runs this: the first ones, those a scale-out adds and
+         * those Azure rebuilds. Until the VM listens on 443 the load balancer's probe keeps
+         * clients away, so a VM joining a running deployment takes none before a connection
+         * point's tunnel is up. */
+        .await_tunnel = ds->await_tunnel,
         .listen = "0.0.0.0:443",
         .tunnel_listen = "0.0.0.0:10124", /* the NAT pool's backend port on every instance */
         .admin_listen = "127.0.0.1:9180",
@@ -510,6 +515,97 @@ const char *deploy_arm_hint(const char *code)
     return NULL;
 }
 
+/* ---- answers ---- */
+
+char *deploy_login_parse(long status, const char *body, size_t len, uint64_t *expires_s,
+                         struct deploy_arm_error *e)
+{
+    char *token = NULL;
+    memset(e, 0, sizeof(*e));
+    *expires_s = 0;
+    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *tok = json_string_value(json_object_get(root, "access_token"));
+    json_t *exp = json_object_get(root, "expires_in");
+    json_int_t secs = json_is_integer(exp)  ? json_integer_value(exp)
+                      : json_is_string(exp) ? strtoll(json_string_value(exp), NULL, 10)
+                                            : 0;
+    if (status == 200 && tok && *tok) {
+        token = strdup(tok);
+        /* the lifetime is 60-90 min; an absent or odd value counts as the shortest */
+        *expires_s = secs > 0 && secs <= 86400 ? (uint64_t)secs : 3599;
+    } else if (deploy_arm_error_parse(body, len, e) != 0) {
+        snprintf(e->code, sizeof(e->code), "HTTP %ld", status);
+        snprintf(e->message, sizeof(e->message), "%s",
+                 status == 200 ? "the answer holds no access_token"
+                               : "the sign-in answer holds no error code");
+    }
+    json_decref(root);
+    return token;
+}
+
+size_t deploy_arm_nat_parse(const char *body, size_t len, struct deploy_nat *out, size_t max)
+{
+    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    json_t *rules = json_object_get(json_object_get(root, "properties"), "inboundNatRules");
+    json_t *rule;
+    size_t i, n = 0;
+    json_array_foreach(rules, i, rule)
+    {
+        json_t *p = json_object_get(rule, "properties");
+        json_t *port_j = json_object_get(p, "frontendPort");
+        json_int_t port = json_is_integer(port_j) ? json_integer_value(port_j) : 0;
+        const char *ip =
+            json_string_value(json_object_get(json_object_get(p, "backendIPConfiguration"), "id"));
+        const char *vm = ip ? strstr(ip, "/virtualMachines/") : NULL;
+        if (!vm || port < DEPLOY_TUNNEL_PORT_BASE ||
+            port >= DEPLOY_TUNNEL_PORT_BASE + DEPLOY_MAX_INSTANCES || n >= max)
+            continue;
+        vm += strlen("/virtualMachines/");
+        size_t vl = strcspn(vm, "/");
+        if (vl == 0 || vl >= sizeof(out[n].vm_id))
+            continue;
+        memcpy(out[n].vm_id, vm, vl);
+        out[n].vm_id[vl] = '\0';
+        out[n].instance = (unsigned)(port - DEPLOY_TUNNEL_PORT_BASE);
+        n++;
+    }
+    json_decref(root);
+    return n;
+}
+
+const char *deploy_arm_vm_state(json_t *statuses, const char **detail)
+{
+    const char *prov = "", *power = "";
+    size_t i;
+    json_t *s;
+    *detail = NULL;
+    json_array_foreach(statuses, i, s)
+    {
+        const char *code = json_string_value(json_object_get(s, "code"));
+        if (code && strncmp(code, "ProvisioningState/", 18) == 0) {
+            prov = code + 18;
+            const char *m = json_string_value(json_object_get(s, "message"));
+            if (m)
+                *detail = m;
+        } else if (code && strncmp(code, "PowerState/", 11) == 0) {
+            power = code + 11;
+        }
+    }
+    if (strncasecmp(prov, "failed", 6) == 0)
+        return "Error";
+    if (strcasecmp(prov, "deleting") == 0)
+        return "Deleting";
+    if (strcasecmp(power, "deallocated") == 0 || strcasecmp(power, "stopped") == 0)
+        return "Stopped";
+    if (strcasecmp(power, "deallocating") == 0 || strcasecmp(power, "stopping") == 0)
+        return "Stopping";
+    if (strcasecmp(power, "starting") == 0)
+        return "Starting";
+    if (strcasecmp(prov, "succeeded") == 0 && strcasecmp(power, "running") == 0)
+        return "Ready";
+    return "Provisioning";
+}
+
 /* ---- the operation poller ---- */
 
 void deploy_op_init(struct deploy_op *op, const struct deploy_req *req, uint64_t default_delay_ms,
@@ -642,6 +738,9 @@ enum deploy_op_next deploy_op_feed(struct deploy_op *op, const struct deploy_req
             return DEPLOY_NEXT_DONE;
         return op_fail(op, r, "HttpError");
     case DEPLOY_OP_RESOURCE:
+        /* a DELETE answered 200 "Deleting": the resource is gone when it no longer answers */
+        if (st == 404 && op->missing_ok && strcmp(req->verb, "DELETE") == 0)
+            return DEPLOY_NEXT_DONE;
         if (st < 200 || st >= 300)
             return op_fail(op, r, "HttpError");
         op_prov_state(r, op->status, sizeof(op->status));

@@ -286,22 +286,18 @@ static int az_token(struct az *az)
                          ds->server_app_client_id);
     struct az_resp r = {0};
     if (az_http(az, "POST", url, "application/x-www-form-urlencoded", form, NULL, &r) == 0) {
-        json_t *root = r.body ? json_loadb(r.body, r.len, 0, NULL) : NULL;
-        const char *tok = json_string_value(json_object_get(root, "access_token"));
-        json_int_t exp = json_integer_value(json_object_get(root, "expires_in"));
-        if (r.status == 200 && tok) {
+        struct deploy_arm_error e;
+        uint64_t secs;
+        char *tok = deploy_login_parse(r.status, r.body, r.len, &secs, &e);
+        if (tok) {
             free(az->token);
-            az->token = strdup(tok);
-            az->token_exp_ms = core_now_ms() + (uint64_t)(exp > 0 ? exp : 3599) * 1000;
+            az->token = tok;
+            az->token_exp_ms = core_now_ms() + secs * 1000;
             deploy_progress_done(az->c->prog, "token received");
             rc = 0;
         } else {
-            struct deploy_arm_error e;
-            if (deploy_arm_error_parse(r.body, r.len, &e) != 0)
-                snprintf(e.code, sizeof(e.code), "HTTP %ld", r.status), e.message[0] = '\0';
             az_fail(az, "signing in", &e);
         }
-        json_decref(root);
     }
     OPENSSL_cleanse(form, strlen(form));
     free(form);
@@ -521,24 +517,11 @@ static int az_push(struct az *az, unsigned count)
         return -1;
     }
     deploy_req_clear(&q);
-    json_t *root = r.body ? json_loadb(r.body, r.len, 0, NULL) : NULL;
-    json_t *rules = json_object_get(json_object_get(root, "properties"), "inboundNatRules");
-    size_t i;
-    json_t *rule;
+    struct deploy_nat nat[DEPLOY_MAX_INSTANCES];
+    size_t n = deploy_arm_nat_parse(r.body, r.len, nat, DEPLOY_MAX_INSTANCES);
     unsigned pushed = 0;
-    json_array_foreach(rules, i, rule)
-    {
-        json_t *p = json_object_get(rule, "properties");
-        json_int_t port = json_integer_value(json_object_get(p, "frontendPort"));
-        const char *ip =
-            json_string_value(json_object_get(json_object_get(p, "backendIPConfiguration"), "id"));
-        const char *vm = ip ? strstr(ip, "/virtualMachines/") : NULL;
-        if (!vm || port < DEPLOY_TUNNEL_PORT_BASE ||
-            port >= DEPLOY_TUNNEL_PORT_BASE + DEPLOY_MAX_INSTANCES)
-            continue;
-        char vm_id[32];
-        snprintf(vm_id, sizeof(vm_id), "%.*s", (int)strcspn(vm + 17, "/"), vm + 17);
-        deploy_arm_push(ds, vm_id, (unsigned)(port - DEPLOY_TUNNEL_PORT_BASE), count, &q);
+    for (size_t i = 0; i < n; i++) {
+        deploy_arm_push(ds, nat[i].vm_id, nat[i].instance, count, &q);
         struct az_resp pr = {0};
         rc = az_run(az, &q, &pr);
         free(pr.body);
@@ -547,7 +530,6 @@ static int az_push(struct az *az, unsigned count)
             break;
         pushed++;
     }
-    json_decref(root);
     free(r.body);
     if (rc == 0)
         deploy_progress_note(az->c->prog, "pushed the settings to %u instance(s)", pushed);
@@ -664,39 +646,6 @@ int deploy_azure_scale(struct deploy_ctx *c, unsigned count)
 }
 
 /* The product's words for a VM's provisioning and power state. */
-static const char *az_state(json_t *statuses, const char **detail)
-{
-    const char *prov = "", *power = "";
-    size_t i;
-    json_t *s;
-    *detail = NULL;
-    json_array_foreach(statuses, i, s)
-    {
-        const char *code = json_string_value(json_object_get(s, "code"));
-        if (code && strncmp(code, "ProvisioningState/", 18) == 0) {
-            prov = code + 18;
-            const char *m = json_string_value(json_object_get(s, "message"));
-            if (m)
-                *detail = m;
-        } else if (code && strncmp(code, "PowerState/", 11) == 0) {
-            power = code + 11;
-        }
-    }
-    if (strncasecmp(prov, "failed", 6) == 0)
-        return "Error";
-    if (strcasecmp(prov, "deleting") == 0)
-        return "Deleting";
-    if (strcasecmp(power, "deallocated") == 0 || strcasecmp(power, "stopped") == 0)
-        return "Stopped";
-    if (strcasecmp(power, "deallocating") == 0 || strcasecmp(power, "stopping") == 0)
-        return "Stopping";
-    if (strcasecmp(power, "starting") == 0)
-        return "Starting";
-    if (strcasecmp(prov, "succeeded") == 0 && strcasecmp(power, "running") == 0)
-        return "Ready";
-    return "Provisioning";
-}
-
 int deploy_azure_status(struct deploy_ctx *c)
 {
     struct az az;
@@ -729,7 +678,7 @@ int deploy_azure_status(struct deploy_ctx *c)
     json_array_foreach(json_object_get(list, "value"), i, vm)
     {
         const char *detail;
-        const char *st = az_state(
+        const char *st = deploy_arm_vm_state(
             json_object_get(json_object_get(json_object_get(vm, "properties"), "instanceView"),
                             "statuses"),
             &detail);
@@ -741,10 +690,11 @@ int deploy_azure_status(struct deploy_ctx *c)
         if (strcmp(st, "Ready") != 0 && strcmp(overall, "Error") != 0)
             overall = st;
     }
-    c->result = json_pack("{s:s, s:s?, s:s, s:s?, s:I, s:O, s:o}", "provider", "azure",
-                          "service_name", c->ds->service_name, "state", overall,
-                          "provisioning_state", prov, "instances", capacity, "settings",
-                          json_object_get(c->state, "settings"), "instance_states", inst);
+    c->result =
+        json_pack("{s:s, s:s?, s:s, s:s?, s:I, s:O, s:o, s:o}", "provider", "azure", "service_name",
+                  c->ds->service_name, "state", overall, "provisioning_state", prov, "instances",
+                  capacity, "settings", json_object_get(c->state, "settings"), "instance_states",
+                  inst, "alerts", deploy_alerts_json(json_object_get(c->state, "settings"), NULL));
     json_decref(vmss);
     json_decref(list);
     rc = 0;

@@ -192,6 +192,10 @@ static void cmd_print_status(json_t *res)
             printf("\n      %s", json_string_value(json_object_get(o, "detail")));
         putchar('\n');
     }
+    if (json_object_get(res, "alerts")) {
+        printf("alerts:\n");
+        deploy_alerts_print(json_object_get(res, "alerts"), stdout);
+    }
 }
 
 int deploy_cmd_run(const char *verb, int argc, char **argv)

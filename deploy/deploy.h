@@ -65,6 +65,7 @@ struct deploy_settings {
     /* [deployment] */
     unsigned provider; /* enum deploy_provider */
     char *state;       /* the state folder */
+    uint64_t await_tunnel; /* ms an instance joining a deployment waits for a tunnel */
     /* [azure] */
     unsigned environment; /* index into deploy_envs */
     char *tenant_id;
@@ -139,6 +140,8 @@ int deploy_settings_load(struct deploy_settings *ds, const char *path, struct de
  * value (message in m). */
 int deploy_settings_set_flag(struct deploy_settings *ds, const char *flag, const char *value,
                              struct deploy_msgs *m);
+/* Whether the setting named key (settings-file name) was given by a flag or the file. */
+bool deploy_settings_given(const struct deploy_settings *ds, const char *key);
 /* Whether flag is a settings flag that takes no value (a switch such as --force). */
 bool deploy_settings_flag_is_switch(const char *flag);
 /* Adds "section.key=value" for every instance's gateway.ini. Returns 0 or -1 (message). */
@@ -166,6 +169,8 @@ bool deploy_name_matches(const char *pattern, const char *host);
 /* Where an instance listens and logs; the rest of gateway.ini comes from the settings. */
 struct deploy_gw_place {
     unsigned instance_id, instances;
+    uint64_t await_tunnel; /* gateway.await_tunnel, ms (0: take clients at once) */
+    const char *content_folder; /* content.folder: the store the instances share, or NULL */
     const char *listen, *tunnel_listen, *admin_listen;
     const char *pfx_file, *pfx_password_file, *log_file;
 };
@@ -235,6 +240,24 @@ int deploy_arm_error_parse(const char *body, size_t len, struct deploy_arm_error
 /* What the operator can do about an ARM error code, or NULL. */
 const char *deploy_arm_hint(const char *code);
 
+/* The sign-in answer (OAuth2 token endpoint): the access token, which the caller frees, and
+ * its lifetime in seconds; or NULL with e filled (the login host's error, or "HTTP <status>"). */
+char *deploy_login_parse(long status, const char *body, size_t len, uint64_t *expires_s,
+                         struct deploy_arm_error *e);
+
+/* Which scale-set VM each tunnel NAT port reaches, from the load balancer's body: instance id
+ * = frontend port - 10124. Fills at most max; returns the count. */
+struct deploy_nat {
+    char vm_id[32];
+    unsigned instance;
+};
+size_t deploy_arm_nat_parse(const char *body, size_t len, struct deploy_nat *out, size_t max);
+
+/* The product's state of one VM (Provisioning, Ready, Error, Stopping, Stopped, Starting,
+ * Deleting) from its instance view statuses; detail points into statuses (the provisioning
+ * message) or is NULL. */
+const char *deploy_arm_vm_state(json_t *statuses, const char **detail);
+
 /* A long-running operation: fed each response, it says what to do next. */
 enum deploy_op_phase {
     DEPLOY_OP_START = 0, /* the request itself */
@@ -271,6 +294,21 @@ void deploy_op_init(struct deploy_op *op, const struct deploy_req *req, uint64_t
                     unsigned max_retries);
 enum deploy_op_next deploy_op_feed(struct deploy_op *op, const struct deploy_req *req,
                                    const struct deploy_http_resp *r);
+
+/* ---- alerts (alerts.c) ---- */
+
+/* "ok", "warning" or "critical": used against the threshold (bytes) and its percentages. */
+const char *deploy_alert_state(uint64_t used, uint64_t threshold, uint64_t warning_pct,
+                               uint64_t critical_pct);
+/* Bytes the content store of gateway_ini (its [content] section) holds, every blob counted;
+ * enabled says whether content is on (used stays 0 when not). 0, or -1 with err. Blocks. */
+int deploy_storage_used(const char *gateway_ini, bool *enabled, uint64_t *used, char *err,
+                        size_t errlen);
+/* {"storage": {...}, "traffic": {...}} for status: the thresholds from settings (the state's
+ * copy of deploy_settings_json), the storage used when gateway_ini (may be NULL) names the
+ * store. Caller decrefs. */
+json_t *deploy_alerts_json(json_t *settings, const char *gateway_ini);
+void deploy_alerts_print(json_t *alerts, FILE *f);
 
 /* ---- progress and the deploy log (progress.c) ---- */
 

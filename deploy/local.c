@@ -222,9 +222,11 @@ static void local_tail(const char *path, char *out, size_t len)
     snprintf(out, len, "%s", p);
 }
 
-/* Rewrites the per-instance keys of a gateway.ini (written by cmgctl: one key a line). */
+/* Rewrites the per-instance keys of a gateway.ini (written by cmgctl: one key a line);
+ * await_ms < 0 keeps the instance's gateway.await_tunnel. */
 static int local_ini_rewrite(const char *in, const char *out, unsigned id, unsigned count,
-                             const char *tunnel, const char *admin, const char *log)
+                             long long await_ms, const char *tunnel, const char *admin,
+                             const char *log)
 {
     FILE *f = fopen(in, "r");
     char *text = NULL, line[4096], section[64] = "", tmp[PATH_MAX];
@@ -239,8 +241,15 @@ static int local_ini_rewrite(const char *in, const char *out, unsigned id, unsig
         } else if (sscanf(line, "%63s =", key) == 1) {
             if (strcmp(section, "gateway") == 0 && strcmp(key, "instance_id") == 0)
                 snprintf(line, sizeof(line), "instance_id = %u\n", id);
+            else if (strcmp(section, "gateway") == 0 && strcmp(key, "instances") == 0 &&
+                     await_ms >= 0)
+                snprintf(line, sizeof(line), "instances = %u\nawait_tunnel = %lldms\n", count,
+                         await_ms);
             else if (strcmp(section, "gateway") == 0 && strcmp(key, "instances") == 0)
                 snprintf(line, sizeof(line), "instances = %u\n", count);
+            else if (strcmp(section, "gateway") == 0 && strcmp(key, "await_tunnel") == 0 &&
+                     await_ms >= 0)
+                continue; /* written after instances */
             else if (strcmp(section, "tunnel") == 0 && strcmp(key, "listen") == 0)
                 snprintf(line, sizeof(line), "listen = %s\n", tunnel);
             else if (strcmp(section, "admin") == 0 && strcmp(key, "listen") == 0)
@@ -365,13 +374,58 @@ static int local_stop_one(struct deploy_ctx *c, unsigned i)
     return 0;
 }
 
+/* Tunnels open on the instance at admin, from its /metrics; -1 when unknown. */
+static long local_tunnels_open(const char *admin)
+{
+    char *body = NULL;
+    long tunnels = -1;
+    if (local_http(admin, "/metrics", &body) == 200 && body) {
+        const char *m = strstr(body, "\ncmg_tunnels_open");
+        if (m && (m = strchr(m + 1, ' ')))
+            tunnels = strtol(m + 1, NULL, 10);
+    }
+    free(body);
+    return tunnels;
+}
+
+/* Waits until instance i takes clients: a connection point's tunnel reached it, or its
+ * await_tunnel passed (it takes clients anyway then, and says so). */
+static void local_await_tunnel(struct deploy_ctx *c, unsigned i, uint64_t await_ms)
+{
+    struct local_place p;
+    local_place(c->state, i, &p);
+    deploy_progress_step(c->prog, "instance %u: waiting for a connection point's tunnel", i);
+    uint64_t deadline = core_now_ms() + await_ms + LOCAL_READY_MS;
+    const char *result = "still waiting: see cmgctl status";
+    while (core_now_ms() < deadline) {
+        char *body = NULL;
+        long st = local_http(p.admin, "/readyz", &body);
+        bool waiting = st == 503 && body && strstr(body, "awaiting tunnel");
+        free(body);
+        if (st == 200) {
+            result = local_tunnels_open(p.admin) > 0
+                         ? "tunnel up, taking clients"
+                         : "no tunnel within await_tunnel: taking clients without one";
+            break;
+        }
+        if (!waiting) {
+            result = "not taking clients: see cmgctl status";
+            break;
+        }
+        deploy_progress_wait(c->prog, "Provisioning");
+        local_sleep_ms(100);
+    }
+    deploy_progress_done(c->prog, result);
+}
+
 static int local_save(struct deploy_ctx *c)
 {
     return deploy_state_write(jstr(c->state, "state"), c->state, c->err, sizeof(c->err));
 }
 
-/* Writes instance i's gateway.ini from instance 0's (or from the settings for 0). */
-static int local_write_config(struct deploy_ctx *c, unsigned i, unsigned count)
+/* Writes instance i's gateway.ini from instance 0's (or from the settings for 0); await_ms as
+ * for local_ini_rewrite. */
+static int local_write_config(struct deploy_ctx *c, unsigned i, unsigned count, long long await_ms)
 {
     struct local_place p, p0;
     local_place(c->state, i, &p);
@@ -380,7 +434,7 @@ static int local_write_config(struct deploy_ctx *c, unsigned i, unsigned count)
         snprintf(c->err, sizeof(c->err), "%s: %s", p.dir, strerror(errno));
         return -1;
     }
-    if (local_ini_rewrite(p0.ini, p.ini, i, count, p.tunnel, p.admin, p.log) != 0) {
+    if (local_ini_rewrite(p0.ini, p.ini, i, count, await_ms, p.tunnel, p.admin, p.log) != 0) {
         snprintf(c->err, sizeof(c->err), "%s: cannot write the configuration: %s", p.ini,
                  strerror(errno));
         return -1;
@@ -410,10 +464,13 @@ static json_t *local_instances_json(json_t *st, unsigned count, bool probe)
             char *body = NULL;
             if (local_http(p.admin, "/healthz", NULL) != 200) {
                 state = "Provisioning";
-            } else if (local_http(p.admin, "/metrics", &body) == 200 && body) {
-                const char *m = strstr(body, "\ncmg_tunnels_open");
-                if (m && (m = strchr(m + 1, ' ')))
-                    tunnels = strtol(m + 1, NULL, 10);
+            } else if (local_http(p.admin, "/readyz", &body) == 503 && body &&
+                       strstr(body, "awaiting tunnel")) {
+                state = "Provisioning";
+                detail = "waiting for a connection point's tunnel before taking clients "
+                         "(gateway.await_tunnel)";
+            } else {
+                tunnels = local_tunnels_open(p.admin);
             }
             free(body);
         }
@@ -455,6 +512,7 @@ int deploy_local_create(struct deploy_ctx *c)
                         json_integer((json_int_t)ds->tunnel_port_base));
     json_object_set_new(c->state, "admin_port_base", json_integer((json_int_t)ds->admin_port_base));
     json_object_set_new(c->state, "gateway_bin", json_string(bin));
+    json_object_set_new(c->state, "await_tunnel_ms", json_integer((json_int_t)ds->await_tunnel));
     json_object_set_new(c->state, "instances", json_integer(n));
     json_object_set_new(c->state, "stopped", json_false());
     json_object_set_new(c->state, "pids", pids);
@@ -486,8 +544,11 @@ int deploy_local_create(struct deploy_ctx *c)
         snprintf(c->err, sizeof(c->err), "%s: %s", p0.dir, strerror(errno));
         return -1;
     }
+    char store[PATH_MAX];
+    snprintf(store, sizeof(store), "%s/content-store", ds->state);
     struct deploy_gw_place gp = {.instance_id = 0,
                                  .instances = n,
+                                 .content_folder = store,
                                  .listen = ds->listen,
                                  .tunnel_listen = p0.tunnel,
                                  .admin_listen = p0.admin,
@@ -501,7 +562,7 @@ int deploy_local_create(struct deploy_ctx *c)
     }
     int rc = local_save(c);
     for (unsigned i = 1; rc == 0 && i < n; i++)
-        rc = local_write_config(c, i, n);
+        rc = local_write_config(c, i, n, 0);
     for (unsigned i = 0; rc == 0 && i < n; i++) {
         rc = local_start_one(c, i);
         if (local_save(c) != 0)
@@ -528,10 +589,16 @@ int deploy_local_scale(struct deploy_ctx *c, unsigned count)
         deploy_progress_note(c->prog, "would scale from %u to %u instance(s)", old, count);
         return 0;
     }
+    /* Instances that join take clients only once a connection point's tunnel is up (or
+     * await_tunnel passed), so that no client meets an instance that cannot route yet. */
+    json_t *saved = json_object_get(c->state, "await_tunnel_ms");
+    long long await_ms = json_is_integer(saved) && !deploy_settings_given(c->ds, "await_tunnel")
+                             ? (long long)json_integer_value(saved)
+                             : (long long)c->ds->await_tunnel;
     if (count > old) {
         /* the new ones first, then tell the running ones (their hello tells the connectors) */
         for (unsigned i = old; rc == 0 && i < count; i++)
-            rc = local_write_config(c, i, count);
+            rc = local_write_config(c, i, count, await_ms);
         for (unsigned i = old; rc == 0 && i < count; i++) {
             rc = local_start_one(c, i);
             if (local_save(c) != 0)
@@ -543,10 +610,12 @@ int deploy_local_scale(struct deploy_ctx *c, unsigned count)
     deploy_progress_step(c->prog, "telling instances 0..%u the count (%u)",
                          (count < old ? count : old) - 1, count);
     for (unsigned i = 0; rc == 0 && i < (count < old ? count : old); i++)
-        rc = local_write_config(c, i, count);
+        rc = local_write_config(c, i, count, -1);
     if (rc == 0)
         local_signal_all(c, count < old ? count : old, SIGHUP);
     deploy_progress_done(c->prog, rc == 0 ? "reloaded" : "failed");
+    for (unsigned i = old; rc == 0 && i < count && await_ms > 0; i++)
+        local_await_tunnel(c, i, (uint64_t)await_ms);
     json_object_set_new(c->state, "instances", json_integer(count));
     for (unsigned i = count; rc == 0 && i < old; i++)
         rc = local_stop_one(c, i);
@@ -578,10 +647,13 @@ int deploy_local_status(struct deploy_ctx *c)
         else if (strcmp(overall, "Error") != 0 && strcmp(s, "Ready") != 0)
             overall = s;
     }
-    c->result = json_pack("{s:s, s:s, s:s, s:s, s:i, s:O, s:o}", "provider", "local",
+    struct local_place p0;
+    local_place(c->state, 0, &p0);
+    c->result = json_pack("{s:s, s:s, s:s, s:s, s:i, s:O, s:o, s:o}", "provider", "local",
                           "service_name", jstr(c->state, "service_name"), "state", overall,
                           "listen", jstr(c->state, "listen"), "instances", (int)n, "settings",
-                          json_object_get(c->state, "settings"), "instance_states", inst);
+                          json_object_get(c->state, "settings"), "instance_states", inst, "alerts",
+                          deploy_alerts_json(json_object_get(c->state, "settings"), p0.ini));
     return 0;
 }
 

@@ -20,6 +20,8 @@
 static const struct config_key ds_keys[] = {
     {"deployment", "provider", CONFIG_ENUM, OFF(provider), "local", 0, 0, "local|azure", false},
     {"deployment", "state", CONFIG_STRING, OFF(state), "cmg-deployment", 0, 0, NULL, false},
+    {"deployment", "await_tunnel", CONFIG_DURATION, OFF(await_tunnel), "60s", 0, 3600000, NULL,
+     false},
 
     {"azure", "environment_setting", CONFIG_ENUM, OFF(environment), "AzurePublicCloud", 0, 0,
      "AzurePublicCloud|AzureUSGovernmentCloud", false},
@@ -275,6 +277,14 @@ int deploy_settings_set_flag(struct deploy_settings *ds, const char *flag, const
         return -1;
     ds->flag_of[k] = ds_keys[k].name;
     return 1;
+}
+
+bool deploy_settings_given(const struct deploy_settings *ds, const char *key)
+{
+    for (size_t i = 0; i < DS_NKEYS; i++)
+        if (strcmp(ds_keys[i].name, key) == 0)
+            return ds->flag_of[i] || ds_line_of[i];
+    return false;
 }
 
 int deploy_settings_add_gateway(struct deploy_settings *ds, const char *spec, const char *origin,
@@ -713,10 +723,15 @@ static void ds_ini_set(struct ds_ini *ini, const char *section, const char *key,
 int deploy_gateway_ini(const struct deploy_settings *ds, const struct deploy_gw_place *pl, FILE *f)
 {
     struct ds_ini ini = {.n = 0};
-    char id[16], count[16], workers[16], trust[4096] = "";
+    char id[16], count[16], workers[16], await[32], trust[4096] = "";
+    char quota[32], warn[16], crit[16];
     snprintf(id, sizeof(id), "%u", pl->instance_id);
     snprintf(count, sizeof(count), "%u", pl->instances);
     snprintf(workers, sizeof(workers), "%llu", (unsigned long long)ds->workers);
+    snprintf(await, sizeof(await), "%llums", (unsigned long long)pl->await_tunnel);
+    snprintf(quota, sizeof(quota), "%llug", (unsigned long long)ds->storage_quota_gb);
+    snprintf(warn, sizeof(warn), "%llu", (unsigned long long)ds->storage_warning_pct);
+    snprintf(crit, sizeof(crit), "%llu", (unsigned long long)ds->storage_critical_pct);
     snprintf(trust, sizeof(trust), "%s%s%s", ds_set(ds->ca_root_certs) ? ds->ca_root_certs : "",
              ds_set(ds->ca_root_certs) && ds_set(ds->ca_intermediate_certs) ? ", " : "",
              ds_set(ds->ca_intermediate_certs) ? ds->ca_intermediate_certs : "");
@@ -725,6 +740,7 @@ int deploy_gateway_ini(const struct deploy_settings *ds, const struct deploy_gw_
     ds_ini_set(&ini, "gateway", "service_name", ds->service_name);
     ds_ini_set(&ini, "gateway", "instance_id", id);
     ds_ini_set(&ini, "gateway", "instances", count);
+    ds_ini_set(&ini, "gateway", "await_tunnel", await);
     ds_ini_set(&ini, "gateway", "listen", pl->listen);
     ds_ini_set(&ini, "gateway", "workers", workers);
     ds_ini_set(&ini, "tls", "pfx_file", pl->pfx_file);
@@ -735,6 +751,13 @@ int deploy_gateway_ini(const struct deploy_settings *ds, const struct deploy_gw_
         ds_ini_set(&ini, "tunnel", "trusted_certs", trust);
     }
     ds_ini_set(&ini, "auth", "verify_revocation", ds->check_client_cert_revocation ? yes : no);
+    /* the storage alert of `cmgctl content list` is the deployment's */
+    ds_ini_set(&ini, "content", "enabled", ds->enable_cloud_dp_function ? yes : no);
+    if (pl->content_folder)
+        ds_ini_set(&ini, "content", "folder", pl->content_folder);
+    ds_ini_set(&ini, "content", "storage_alert", quota);
+    ds_ini_set(&ini, "content", "storage_warning", warn);
+    ds_ini_set(&ini, "content", "storage_critical", crit);
     ds_ini_set(&ini, "tunnel", "listen", pl->tunnel_listen);
     ds_ini_set(&ini, "admin", "listen", pl->admin_listen);
     ds_ini_set(&ini, "log", "file", pl->log_file);

@@ -350,6 +350,8 @@ static void gw_admin_cb(struct evhttp_request *req, void *arg)
     } else if (strcmp(uri, "/readyz") == 0) {
         if (atomic_load(&s->draining))
             gw_admin_reply(req, 503, "Service Unavailable", "text/plain", "draining\n", 9);
+        else if (!atomic_load(&s->clients_open))
+            gw_admin_reply(req, 503, "Service Unavailable", "text/plain", "awaiting tunnel\n", 16);
         else
             gw_admin_reply(req, 200, "OK", "text/plain", "ready\n", 6);
     } else if (strcmp(uri, "/metrics") == 0) {

@@ -495,7 +495,10 @@ again:
         gw_conn_linger(c, "response sent, closing");
         return 1;
     }
-    if (c->draining && c->state == GW_CS_IDLE && !c->held && httpreq_is_idle(&c->req)) {
+    /* draining: idle between requests means done; before the first one it means the
+     * client has not sent it yet (gw_conn_drain_all) */
+    if (c->draining && c->state == GW_CS_IDLE && c->nrequests && !c->held &&
+        httpreq_is_idle(&c->req)) {
         gw_conn_linger(c, "gateway draining (SIGTERM)");
         return 1;
     }
@@ -833,7 +836,9 @@ void gw_conn_drain_all(struct gw_worker *w)
     while (c) {
         struct gw_conn *next = c->next;
         c->draining = true;
-        if (c->state == GW_CS_IDLE && c->out_len == c->out_off && !c->held)
+        /* A connection that has not sent its first request yet was just accepted for one: it
+         * gets to send it (http.header_timeout bounds the wait) and is closed after. */
+        if (c->state == GW_CS_IDLE && c->nrequests && c->out_len == c->out_off && !c->held)
             gw_conn_free(c, "gateway draining (SIGTERM)");
         c = next;
     }

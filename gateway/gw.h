@@ -249,7 +249,8 @@ struct gw_worker {
     struct event *accept_pause;    /* owned; resumes accepting after EMFILE */
     int *listen_fds;
     unsigned nlisteners;
-    bool accepting;
+    bool accepting;        /* the client listeners are open (listen() done, watched) */
+    bool listeners_closed; /* closed for good (drain, stop): never opened again */
     bool draining;
     struct gw_conn_list conns;
     struct gw_tunnel *tunnels; /* owned list */
@@ -280,8 +281,9 @@ enum gw_msg_type {
     GW_MSG_STOP,
     GW_MSG_DYN,
     GW_MSG_TUNNEL,
-    GW_MSG_CONN,   /* a client connection handed over by a worker without a suitable tunnel */
-    GW_MSG_CONTENT /* a cache fill or manifest fetch has news for this worker */
+    GW_MSG_CONN,    /* a client connection handed over by a worker without a suitable tunnel */
+    GW_MSG_CONTENT, /* a cache fill or manifest fetch has news for this worker */
+    GW_MSG_LISTEN   /* open the client listeners (gateway.await_tunnel is over) */
 };
 
 struct gw_server {
@@ -293,6 +295,8 @@ struct gw_server {
     pthread_mutex_t snap_lock;
     uint64_t generation;
     atomic_bool draining;
+    atomic_bool clients_open;  /* the workers were told to open their client listeners */
+    struct event *await_timer; /* owned; main thread: the end of gateway.await_tunnel */
     atomic_uint workers_drained;
     uint64_t reloads, reload_failures;
     uint64_t start_wall_ms;
@@ -328,7 +332,11 @@ struct gw_ctoken_entry;
 /* Worker, at its end: the kept content-token verdicts. */
 void gw_content_tokens_free(struct gw_worker *w);
 
-int gw_worker_start(struct gw_worker *w);
+/* Binds the worker's client listeners; they take clients at once when open_now, else once
+ * GW_MSG_LISTEN arrives (gateway.await_tunnel). */
+int gw_worker_start(struct gw_worker *w, bool open_now);
+/* Any thread: tells every worker to open its client listeners (once; why is logged). */
+void gw_server_open_clients(struct gw_server *s, const char *why);
 /* Sends a message to a worker (any thread). Takes ownership of arg on success. */
 int gw_worker_post(struct gw_worker *w, enum gw_msg_type type, void *arg);
 void gw_worker_join(struct gw_worker *w);
@@ -370,5 +378,7 @@ char *gw_metrics_render(struct gw_server *s, size_t *len);
 /* ---- listeners ---- */
 /* Opens a non-blocking SO_REUSEPORT listening socket on "host:port". Returns fd or -1. */
 int gw_listen_socket(const char *addr, int backlog, bool reuseport, char *err, size_t errlen);
+/* The same, bound but not listening yet (no connection reaches it until listen()). */
+int gw_bind_socket(const char *addr, bool reuseport, char *err, size_t errlen);
 
 #endif

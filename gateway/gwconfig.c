@@ -28,6 +28,7 @@ static const struct config_key gw_own_keys[] = {
     {"gateway", "drain_timeout", CONFIG_DURATION, OFF(drain_timeout), "30s", 0, 3600000, NULL,
      false},
     {"gateway", "listen_backlog", CONFIG_UINT, OFF(listen_backlog), "4096", 16, 65535, NULL, true},
+    {"gateway", "await_tunnel", CONFIG_DURATION, OFF(await_tunnel), "0", 0, 3600000, NULL, true},
 
     {"tls", "pfx_file", CONFIG_STRING, OFF(pfx_file), NULL, 0, 0, NULL, false},
     {"tls", "pfx_password", CONFIG_STRING, OFF(pfx_password), NULL, 0, 0, NULL, false},

@@ -24,6 +24,7 @@ struct gw_config {
     uint64_t max_connections;
     uint64_t drain_timeout;
     uint64_t listen_backlog;
+    uint64_t await_tunnel; /* keep the client port closed until a tunnel is up, at most this */
     /* [tls] */
     char *pfx_file;
     char *pfx_password;

@@ -166,6 +166,22 @@ static void gw_sigterm_cb(evutil_socket_t sig, short what, void *arg)
     event_add(d->timer, &tv);
 }
 
+/* gateway.await_tunnel passed without a tunnel: clients get the gateway's own answers (404,
+ * 503 for requests it cannot route) rather than no answer at all. */
+static void gw_await_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_server *s = arg;
+    if (atomic_load(&s->clients_open) || atomic_load(&s->draining))
+        return;
+    LOG_WARN("no tunnel from a connection point within %llu ms (gateway.await_tunnel)",
+             (unsigned long long)s->snap->cfg.await_tunnel);
+    gw_server_open_clients(s, "gateway.await_tunnel passed without a tunnel");
+    if (!atomic_load(&s->clients_open)) {
+        struct timeval tv = {1, 0};
+        event_add(s->await_timer, &tv);
+    }
+}
+
 /* Takes the open-file limit up to the hard limit and works out how many connections it
  * leaves each worker, so a full process refuses connections cleanly instead of failing
  * accept() in a loop. */
@@ -279,6 +295,8 @@ int main(int argc, char **argv)
     s.workers = calloc(s.nworkers, sizeof(*s.workers));
     int rc = 1;
     unsigned started = 0;
+    uint64_t await_ms = s.snap->cfg.await_tunnel;
+    atomic_store(&s.clients_open, await_ms == 0);
     core_fetch_global_init();
     if (gw_refresher_start(&s, err, sizeof(err)) != 0) {
         LOG_ERROR("%s", err);
@@ -297,7 +315,7 @@ int main(int argc, char **argv)
         w->server = &s;
         w->snap = gw_snapshot_ref(s.snap);
         w->dyn = s.dyn ? gw_dyn_ref(s.dyn) : NULL;
-        if (gw_worker_start(w) != 0) {
+        if (gw_worker_start(w, await_ms == 0) != 0) {
             fprintf(stderr, "cmg-gateway: worker %u could not start (see the log above)\n", i);
             goto out;
         }
@@ -316,6 +334,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "cmg-gateway: %s:tunnel.listen: %s\n", config, err);
         goto out;
     }
+    if (await_ms && s.tunnel_fd < 0) {
+        LOG_WARN("gateway.await_tunnel: no tunnel can come (tunnel listener off)");
+        gw_server_open_clients(&s, "no tunnel listener to wait for");
+        await_ms = 0;
+    }
 
     struct gw_drain drain = {.s = &s};
     drain.timer = event_new(s.base, -1, EV_PERSIST, gw_drain_tick_cb, &drain);
@@ -329,6 +352,14 @@ int main(int argc, char **argv)
     uint64_t iv = s.snap->cfg.ticket_key_check_interval;
     struct timeval tv = {(time_t)(iv / 1000), (suseconds_t)((iv % 1000) * 1000)};
     event_add(ev_tick, &tv);
+    s.await_timer = evtimer_new(s.base, gw_await_cb, &s);
+    if (await_ms) {
+        struct timeval atv = {(time_t)(await_ms / 1000), (suseconds_t)((await_ms % 1000) * 1000)};
+        event_add(s.await_timer, &atv);
+        LOG_INFO("clients wait for the first tunnel from a connection point, at most %llu ms "
+                 "(gateway.await_tunnel)",
+                 (unsigned long long)await_ms);
+    }
 
     LOG_INFO("cmg-gateway %s started: service %s, instance %llu, %u workers, listening on %s, "
              "admin %s, TLS floor %s",
@@ -343,6 +374,7 @@ int main(int argc, char **argv)
     event_free(ev_term);
     event_free(ev_int);
     event_free(ev_tick);
+    event_free(s.await_timer);
     event_free(drain.timer);
 out:
     /* the refresher first: it posts to the workers' queues */

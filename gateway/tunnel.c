@@ -593,6 +593,7 @@ static void gw_tunnel_hello_done(struct gw_tunnel *t)
     GW_INC(t->w->metrics.tunnels_total);
     gw_roles_add(t->w->server, &t->reply);
     gw_tunnel_served_update(t->w);
+    gw_server_open_clients(t->w->server, "a connection point's tunnel is up");
     char roles[200] = "";
     size_t o = 0;
     for (unsigned i = 0; i < t->reply.nendpoints && o + 32 < sizeof(roles); i++)

@@ -1,6 +1,7 @@
 /* Worker threads: one event_base each, one SO_REUSEPORT listener per address, and a message
  * queue through which the main thread hands over snapshots and drain/stop orders. */
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,7 +14,7 @@
 
 #include "gw.h"
 
-int gw_listen_socket(const char *addr, int backlog, bool reuseport, char *err, size_t errlen)
+int gw_bind_socket(const char *addr, bool reuseport, char *err, size_t errlen)
 {
     char host[256];
     const char *colon = strrchr(addr, ':');
@@ -50,13 +51,24 @@ int gw_listen_socket(const char *addr, int backlog, bool reuseport, char *err, s
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (res->ai_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
         snprintf(err, errlen, "%s: cannot listen: %s", addr, strerror(errno));
         close(fd);
         freeaddrinfo(res);
         return -1;
     }
     freeaddrinfo(res);
+    return fd;
+}
+
+int gw_listen_socket(const char *addr, int backlog, bool reuseport, char *err, size_t errlen)
+{
+    int fd = gw_bind_socket(addr, reuseport, err, errlen);
+    if (fd >= 0 && listen(fd, backlog) != 0) {
+        snprintf(err, errlen, "%s: cannot listen: %s", addr, strerror(errno));
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 
@@ -70,19 +82,6 @@ const char *gw_worker_date(struct gw_worker *w)
         w->date_sec = now;
     }
     return w->date;
-}
-
-static void gw_worker_stop_accepting(struct gw_worker *w)
-{
-    if (!w->accepting)
-        return;
-    w->accepting = false;
-    for (unsigned i = 0; i < w->nlisteners; i++) {
-        event_free(w->listeners[i]);
-        close(w->listen_fds[i]);
-        w->listeners[i] = NULL;
-        w->listen_fds[i] = -1;
-    }
 }
 
 /* Out of file descriptors or memory: stop watching the listeners for a moment. */
@@ -103,11 +102,10 @@ static void gw_worker_pause_accepting(struct gw_worker *w)
     evtimer_add(w->accept_pause, &tv);
 }
 
-static void gw_worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
+/* Accepts at most `batch` connections waiting on lfd. */
+static void gw_worker_accept_batch(struct gw_worker *w, int lfd, int batch)
 {
-    struct gw_worker *w = arg;
-    /* A bounded batch per wake-up keeps accepting fair to the connections already open. */
-    for (int i = 0; i < 64 && w->accepting; i++) {
+    for (int i = 0; i < batch; i++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
@@ -139,7 +137,57 @@ static void gw_worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
     }
 }
 
-static int gw_worker_listen(struct gw_worker *w, char *err, size_t errlen)
+static void gw_worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+    /* A bounded batch per wake-up keeps accepting fair to the connections already open. */
+    if (w->accepting)
+        gw_worker_accept_batch(w, lfd, 64);
+}
+
+/* Closes the client listeners for good. When draining, the connections the kernel already
+ * completed are accepted first: closing a listener resets whatever still waits in its queue,
+ * and with SO_REUSEPORT those are clients the other instances would have served. The backlog
+ * goes to 0 first: a client arriving meanwhile finds the queue full, its SYN is dropped, and
+ * the retransmission reaches the port's other listeners. */
+static void gw_worker_stop_accepting(struct gw_worker *w, bool take_waiting)
+{
+    if (w->listeners_closed)
+        return;
+    w->listeners_closed = true;
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        if (w->accepting && take_waiting) {
+            listen(w->listen_fds[i], 0);
+            gw_worker_accept_batch(w, w->listen_fds[i], INT_MAX);
+        }
+        event_free(w->listeners[i]);
+        close(w->listen_fds[i]);
+        w->listeners[i] = NULL;
+        w->listen_fds[i] = -1;
+    }
+    w->accepting = false;
+}
+
+/* Starts taking clients on the bound listeners. */
+static void gw_worker_open_clients(struct gw_worker *w)
+{
+    if (w->accepting || w->listeners_closed)
+        return;
+    int backlog = (int)w->snap->cfg.listen_backlog;
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        if (listen(w->listen_fds[i], backlog) != 0) {
+            LOG_ERROR("worker %u: cannot listen for clients (gateway.listen): %s", w->id,
+                      strerror(errno));
+            continue;
+        }
+        event_add(w->listeners[i], NULL);
+    }
+    w->accepting = true;
+}
+
+/* Binds every client address now, so that a bad or taken address stops the start; the
+ * listeners take clients once opened. */
+static int gw_worker_listen(struct gw_worker *w, bool open_now, char *err, size_t errlen)
 {
     const struct gw_config *c = &w->snap->cfg;
     const char *addrs[64];
@@ -149,7 +197,7 @@ static int gw_worker_listen(struct gw_worker *w, char *err, size_t errlen)
     w->listen_fds = calloc(n, sizeof(*w->listen_fds));
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        int fd = gw_listen_socket(addrs[i], (int)c->listen_backlog, true, err, errlen);
+        int fd = gw_bind_socket(addrs[i], true, err, errlen);
         if (fd < 0) {
             rc = -1;
             break;
@@ -157,12 +205,25 @@ static int gw_worker_listen(struct gw_worker *w, char *err, size_t errlen)
         w->listen_fds[w->nlisteners] = fd;
         w->listeners[w->nlisteners] =
             event_new(w->base, fd, EV_READ | EV_PERSIST, gw_worker_accept_cb, w);
-        event_add(w->listeners[w->nlisteners], NULL);
         w->nlisteners++;
     }
     free(copy);
-    w->accepting = true;
+    if (rc == 0 && open_now)
+        gw_worker_open_clients(w);
     return rc;
+}
+
+void gw_server_open_clients(struct gw_server *s, const char *why)
+{
+    if (atomic_load(&s->clients_open) || atomic_exchange(&s->clients_open, true))
+        return;
+    LOG_INFO("taking clients: %s", why); /* (s->snap belongs to the main thread) */
+    for (unsigned i = 0; i < s->nworkers; i++)
+        if (gw_worker_post(&s->workers[i], GW_MSG_LISTEN, NULL) != 0) {
+            /* the await_tunnel timer asks again */
+            LOG_ERROR("worker %u: queue full; its client listeners open later", i);
+            atomic_store(&s->clients_open, false);
+        }
 }
 
 static void gw_worker_set_max_conns(struct gw_worker *w)
@@ -205,7 +266,7 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
         break;
     }
     case GW_MSG_DRAIN:
-        gw_worker_stop_accepting(w);
+        gw_worker_stop_accepting(w, true);
         w->draining = true;
         gw_conn_drain_all(w);
         gw_worker_check_drained(w);
@@ -231,8 +292,11 @@ static void gw_worker_msg_cb(struct core_mq_msg *msg, void *ctx)
         free(fd);
         break;
     }
+    case GW_MSG_LISTEN:
+        gw_worker_open_clients(w);
+        break;
     case GW_MSG_STOP:
-        gw_worker_stop_accepting(w);
+        gw_worker_stop_accepting(w, false);
         gw_conn_close_all(w);
         gw_tunnel_close_all(w, false);
         event_base_loopbreak(w->base);
@@ -253,7 +317,7 @@ static void *gw_worker_main(void *arg)
     return NULL;
 }
 
-int gw_worker_start(struct gw_worker *w)
+int gw_worker_start(struct gw_worker *w, bool open_now)
 {
     char err[512];
     snprintf(w->tag, sizeof(w->tag), "w%u", w->id);
@@ -272,7 +336,7 @@ int gw_worker_start(struct gw_worker *w)
     w->accept_pause = evtimer_new(w->base, gw_worker_resume_cb, w);
     w->move_ev = event_new(w->base, -1, 0, gw_worker_move_cb, w);
     gw_worker_set_max_conns(w);
-    if (gw_worker_listen(w, err, sizeof(err)) != 0) {
+    if (gw_worker_listen(w, open_now, err, sizeof(err)) != 0) {
         LOG_ERROR("%s", err);
         return -1;
     }
@@ -289,7 +353,7 @@ int gw_worker_post(struct gw_worker *w, enum gw_msg_type type, void *arg)
 void gw_worker_join(struct gw_worker *w)
 {
     pthread_join(w->thread, NULL);
-    gw_worker_stop_accepting(w);
+    gw_worker_stop_accepting(w, false);
     free(w->listeners);
     free(w->listen_fds);
     core_mq_free(w->mq);

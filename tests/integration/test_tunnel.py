@@ -494,6 +494,60 @@ class TestHandOver(unittest.TestCase):
             stop_all(sim, gw, cn)
 
 
+class TestAwaitTunnel(unittest.TestCase):
+    """gateway.await_tunnel: the client port stays closed (connections refused, /readyz 503
+    awaiting tunnel) until a connection point's hello succeeded, or until the wait ran out."""
+
+    def refused(self, gw):
+        try:
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=ct.t(5)):
+                return False
+        except ConnectionRefusedError:
+            return True
+
+    def test_clients_wait_for_the_first_tunnel(self):
+        sim = tk.MpSim().start()
+        gw = cn = None
+        try:
+            gw = tk.tunnel_gateway(name="gw-await",
+                                   extra={"gateway": {"await_tunnel": "1h"}}).start()
+            st, _, body = ct.fetch(gw.admin_port, "/readyz")
+            self.assertEqual((st, body.strip()), (503, b"awaiting tunnel"))
+            self.assertTrue(self.refused(gw), "the client port takes no connection yet")
+            cn = tk.Connector([gw.tunnel_port], {MP: sim.url}, name="cn-await",
+                              extra={"connector": dict(FAST_PING)})
+            cn.start(wait_tunnels=1, gateway=gw)
+            ok = ct.wait_until(lambda: ct.fetch(gw.admin_port, "/readyz")[0] == 200, ct.t(20))
+            self.assertTrue(ok, gw.log()[-3000:])
+            r, _ = call(gw, "GET", tk.path(MP, "/SMS_MP/.sms_pol?await"))
+            self.assertEqual(r.status, 200, r.raw_head)
+            self.assertRegex(gw.log(), r"taking clients: a connection point's tunnel is up")
+            assert_clean_stop(self, sim, gw, cn)
+        finally:
+            stop_all(sim, gw, cn)
+
+    def test_clients_taken_when_the_wait_runs_out(self):
+        gw = tk.tunnel_gateway(name="gw-await-out",
+                               extra={"gateway": {"await_tunnel": "300ms"}}).start()
+        try:
+            ok = ct.wait_until(lambda: ct.fetch(gw.admin_port, "/readyz")[0] == 200, ct.t(20))
+            self.assertTrue(ok, gw.log()[-3000:])
+            self.assertRegex(gw.log(), r"no tunnel from a connection point within 300 ms")
+            r, _ = call(gw, "GET", tk.path(MP, "/SMS_MP/.sms_pol?none"))
+            self.assertEqual(r.status, 404, "no connection point: the gateway's own answer")
+        finally:
+            gw.stop()
+
+    def test_no_wait_without_a_tunnel_listener(self):
+        gw = ct.Gateway({"gateway": {"await_tunnel": "1h"}}, name="gw-await-nolistener").start()
+        try:
+            ok = ct.wait_until(lambda: ct.fetch(gw.admin_port, "/readyz")[0] == 200, ct.t(20))
+            self.assertTrue(ok, gw.log()[-3000:])
+            self.assertRegex(gw.log(), r"gateway.await_tunnel: no tunnel can come")
+        finally:
+            gw.stop()
+
+
 class TestLargeDownload(unittest.TestCase):
     """1 GiB to a client throttled at 50 MB/s (curl --limit-rate): every byte as the pattern
     says, while the gateway's and the connector's RSS stay flat.
