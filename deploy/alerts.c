@@ -32,7 +32,6 @@ int deploy_storage_used(const char *gateway_ini, bool *enabled, uint64_t *used, 
 {
     struct content_settings s;
     struct config_report r;
-    struct content_store *st = NULL;
     int rc = -1;
     *used = 0;
     *enabled = false;
@@ -46,20 +45,29 @@ int deploy_storage_used(const char *gateway_ini, bool *enabled, uint64_t *used, 
     free(dir);
     if (frc != 0)
         goto out;
-    *enabled = s.enabled;
-    if (!s.enabled) {
-        rc = 0;
-        goto out;
-    }
-    if (!(st = content_store_new(&s, err, errlen)))
-        goto out;
-    /* every blob counts, manifests included: what the storage bills */
-    if (content_store_list(st, NULL, alerts_sum_cb, used, err, errlen) == 0)
-        rc = 0;
+    rc = deploy_storage_used_of(&s, enabled, used, err, errlen);
 out:
-    content_store_free(st);
     content_settings_free(&s);
     config_report_deinit(&r);
+    return rc;
+}
+
+int deploy_storage_used_of(const struct content_settings *s, bool *enabled, uint64_t *used,
+                           char *err, size_t errlen)
+{
+    struct content_store *st = NULL;
+    int rc = -1;
+    *used = 0;
+    *enabled = s->enabled;
+    if (!s->enabled)
+        return 0;
+    if (!(st = content_store_new(s, err, errlen)))
+        return -1;
+    /* every blob counts, manifests included: what the storage bills */
+    int lrc = content_store_list(st, NULL, alerts_sum_cb, used, err, errlen);
+    if (lrc == 0 || lrc == CONTENT_STORE_ENOTFOUND) /* no container yet: nothing stored */
+        rc = 0;
+    content_store_free(st);
     return rc;
 }
 
@@ -69,7 +77,10 @@ static json_int_t alerts_int(json_t *o, const char *k, json_int_t dflt)
     return json_is_integer(v) ? json_integer_value(v) : dflt;
 }
 
-json_t *deploy_alerts_json(json_t *settings, const char *gateway_ini)
+/* The storage alert's part of status: used is read from gateway_ini or cs (one of them), or
+ * unknown with why when neither. */
+static json_t *alerts_json(json_t *settings, const char *gateway_ini,
+                           const struct content_settings *cs, const char *why)
 {
     json_t *sa = json_object_get(settings, "storage_alert");
     json_t *ta = json_object_get(settings, "traffic_alert");
@@ -83,12 +94,14 @@ json_t *deploy_alerts_json(json_t *settings, const char *gateway_ini)
     char err[DEPLOY_MSG_MAX];
     uint64_t used = 0;
     bool content = false;
-    if (!gateway_ini) {
+    if (!gateway_ini && !cs) {
         json_object_set_new(storage, "state", json_string("unknown"));
         json_object_set_new(storage, "detail",
-                            json_string("the instances' content store is not read from here: "
-                                        "cmgctl content list -c GATEWAY.INI reports it"));
-    } else if (deploy_storage_used(gateway_ini, &content, &used, err, sizeof(err)) != 0) {
+                            json_string(why ? why
+                                            : "the instances' content store is not read from "
+                                              "here: cmgctl content list reports it"));
+    } else if ((gateway_ini ? deploy_storage_used(gateway_ini, &content, &used, err, sizeof(err))
+                            : deploy_storage_used_of(cs, &content, &used, err, sizeof(err))) != 0) {
         json_object_set_new(storage, "state", json_string("unknown"));
         json_object_set_new(storage, "detail", json_string(err));
     } else if (!content) {
@@ -110,6 +123,16 @@ json_t *deploy_alerts_json(json_t *settings, const char *gateway_ini)
         json_is_true(json_object_get(ta, "stop_service")), "measured", 0, "detail",
         "outbound traffic is not counted yet: this alert is neither raised nor enforced");
     return json_pack("{s:o, s:o}", "storage", storage, "traffic", traffic);
+}
+
+json_t *deploy_alerts_json(json_t *settings, const char *gateway_ini)
+{
+    return alerts_json(settings, gateway_ini, NULL, NULL);
+}
+
+json_t *deploy_alerts_json_of(json_t *settings, const struct content_settings *cs, const char *why)
+{
+    return alerts_json(settings, NULL, cs, why);
 }
 
 void deploy_alerts_print(json_t *alerts, FILE *f)

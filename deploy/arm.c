@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "deploy.h"
@@ -72,13 +73,24 @@ static json_t *arm_id(const struct deploy_names *n, const char *kind, const char
 #define ARM_RG "%s/subscriptions/%s/resourcegroups/%s"
 
 /* What each step is called in progress lines and the log. */
-static char arm_what[16][128];
+static char arm_what[18][128];
+
+void deploy_arm_storage_keys(const struct deploy_settings *ds, struct deploy_req *r)
+{
+    struct deploy_names n;
+    deploy_names_init(&n, ds);
+    snprintf(arm_what[16], sizeof(arm_what[16]), "keys of storage account %s", n.storage);
+    arm_req(r, arm_what[16], "POST", NULL,
+            "%s%s/providers/Microsoft.Storage/storageAccounts/%s/listKeys"
+            "?api-version=" DEPLOY_API_STORAGE,
+            deploy_settings_arm(ds), n.rg_id, n.storage);
+    r->secret_answer = true;
+}
 
 size_t deploy_arm_create_plan(const struct deploy_settings *ds, const char *install_script,
                               struct deploy_req *reqs, size_t max)
 {
     const char *arm = deploy_settings_arm(ds), *loc = ds->region;
-    const struct deploy_vm_size *vm = &deploy_vm_sizes[ds->vm_size % deploy_nvm_sizes];
     struct deploy_names n;
     size_t k = 0;
     deploy_names_init(&n, ds);
@@ -100,6 +112,9 @@ size_t deploy_arm_create_plan(const struct deploy_settings *ds, const char *inst
                       "supportsHttpsTrafficOnly", 1, "allowBlobPublicAccess", 0),
             "%s%s/providers/Microsoft.Storage/storageAccounts/%s?api-version=" DEPLOY_API_STORAGE,
             arm, n.rg_id, n.storage);
+    /* the instances' content store is this account: its key goes into their setup */
+    if (ds->enable_cloud_dp_function)
+        deploy_arm_storage_keys(ds, &reqs[k++]);
     if (ds->enable_cloud_dp_function) {
         snprintf(arm_what[2], sizeof(arm_what[2]), "blob container %s/content", n.storage);
         arm_req(&reqs[k++], arm_what[2], "PUT",
@@ -175,8 +190,21 @@ size_t deploy_arm_create_plan(const struct deploy_settings *ds, const char *inst
     json_decref(fe);
     json_decref(pool);
 
+    if (install_script)
+        deploy_arm_vmss_put(ds, install_script, &reqs[k++]);
+    return k;
+}
+
+void deploy_arm_vmss_put(const struct deploy_settings *ds, const char *install_script,
+                         struct deploy_req *r)
+{
+    const char *arm = deploy_settings_arm(ds), *loc = ds->region;
+    const struct deploy_vm_size *vm = &deploy_vm_sizes[ds->vm_size % deploy_nvm_sizes];
+    struct deploy_names n;
+    deploy_names_init(&n, ds);
     /* The instances' setup travels in the extension's protected settings (encrypted, never
-     * returned by ARM): it holds the service certificate and its password. */
+     * returned by ARM): it holds the service certificate, its password and the storage
+     * account's key. */
     size_t slen = strlen(install_script);
     char *b64 = malloc(4 * ((slen + 2) / 3) + 1);
     EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)install_script, (int)slen);
@@ -205,7 +233,7 @@ size_t deploy_arm_create_plan(const struct deploy_settings *ds, const char *inst
         "Microsoft.Azure.Extensions", "type", "CustomScript", "typeHandlerVersion", "2.1",
         "autoUpgradeMinorVersion", 1, "protectedSettings", "script", b64);
     free(b64);
-    arm_req(&reqs[k], arm_what[8], "PUT",
+    arm_req(r, arm_what[8], "PUT",
             json_pack("{s:s, s:o, s:{s:s, s:s, s:I}, s:{s:s, s:b, s:b, s:{s:s}, s:o}}", "location",
                       loc, "tags", arm_tags(ds), "sku", "name", vm->sku, "tier", "Standard",
                       "capacity", (json_int_t)ds->vm_instance_count, "properties",
@@ -214,8 +242,7 @@ size_t deploy_arm_create_plan(const struct deploy_settings *ds, const char *inst
             "%s%s/providers/Microsoft.Compute/virtualMachineScaleSets/"
             "%s?api-version=" DEPLOY_API_COMPUTE,
             arm, n.rg_id, n.vmss);
-    reqs[k++].has_secret = true;
-    return k;
+    r->has_secret = true;
 }
 
 size_t deploy_arm_delete_plan(const struct deploy_settings *ds, bool rg_created,
@@ -351,7 +378,7 @@ void deploy_arm_push(const struct deploy_settings *ds, const char *vm_id, unsign
 }
 
 char *deploy_install_script(const struct deploy_settings *ds, const unsigned char *pfx,
-                            size_t pfx_len)
+                            size_t pfx_len, const char *storage_key)
 {
     struct deploy_gw_place pl = {
         .instance_id = 0,
@@ -367,6 +394,9 @@ char *deploy_install_script(const struct deploy_settings *ds, const unsigned cha
         .pfx_file = "/etc/cmg/service.pfx",
         .pfx_password_file = "/etc/cmg/pfx-password.txt",
         .log_file = "/var/log/cmg/CMGService.log",
+        /* the scale set's instances share the deployment's storage account */
+        .content_account = storage_key ? ds->storage_account : NULL,
+        .content_key_file = "/etc/cmg/storage-key.txt",
     };
     char *ini = NULL, *out = NULL;
     size_t ini_len = 0, out_len = 0;
@@ -396,6 +426,11 @@ char *deploy_install_script(const struct deploy_settings *ds, const unsigned cha
             "echo '%s' | base64 -d > /etc/cmg/service.pfx\n"
             "cat > /etc/cmg/pfx-password.txt <<'CMG_EOF'\n%s\nCMG_EOF\n",
             pfx64, ds->password ? ds->password : "");
+    /* like the PFX password: a file only root reads, named by the world-readable gateway.ini;
+     * rewritten on every run (gateway.ini is kept when present), so a VM rebuilt from a model
+     * with a newer key uses that one */
+    if (storage_key)
+        fprintf(o, "cat > /etc/cmg/storage-key.txt <<'CMG_EOF'\n%s\nCMG_EOF\n", storage_key);
     /* Trusted roots and intermediates are copied in as PEM. */
     for (int pass = 0; pass < 2; pass++) {
         const char *list = pass ? ds->ca_intermediate_certs : ds->ca_root_certs;
@@ -604,6 +639,60 @@ const char *deploy_arm_vm_state(json_t *statuses, const char **detail)
     if (strcasecmp(prov, "succeeded") == 0 && strcasecmp(power, "running") == 0)
         return "Ready";
     return "Provisioning";
+}
+
+int deploy_storage_key_parse(const char *body, size_t len, char *key, size_t keylen, char *why,
+                             size_t whylen)
+{
+    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    json_t *keys = json_object_get(root, "keys"), *k;
+    const char *found = NULL;
+    size_t i;
+    int rc = -1;
+    key[0] = '\0';
+    if (!json_is_array(keys)) {
+        snprintf(why, whylen, "the listKeys answer holds no \"keys\" list");
+        goto out;
+    }
+    json_array_foreach(keys, i, k)
+    {
+        const char *name = json_string_value(json_object_get(k, "keyName"));
+        const char *value = json_string_value(json_object_get(k, "value"));
+        const char *perm = json_string_value(json_object_get(k, "permissions"));
+        if (!value || !*value || !perm || strcasecmp(perm, "FULL") != 0)
+            continue;
+        if (!found || (name && strcmp(name, "key1") == 0))
+            found = value;
+    }
+    if (!found) {
+        snprintf(why, whylen, "the listKeys answer holds no key with full permissions");
+        goto out;
+    }
+    /* a Shared Key is base64 (of 64 bytes today): anything else would not sign a request */
+    size_t n = strlen(found), pad = strchr(found, '=') ? strlen(strchr(found, '=')) : 0;
+    bool b64 = n > 0 && n <= DEPLOY_STORAGE_KEY_MAX && n % 4 == 0 && pad <= 2 &&
+               strspn(found + n - pad, "=") == pad;
+    for (size_t j = 0; b64 && j < n - pad; j++)
+        b64 = isalnum((unsigned char)found[j]) || found[j] == '+' || found[j] == '/';
+    if (!b64 || n + 1 > keylen) {
+        snprintf(why, whylen, "the listKeys answer's key is not a storage key (%zu characters)", n);
+        goto out;
+    }
+    memcpy(key, found, n + 1);
+    rc = 0;
+out:
+    if (root) {
+        /* the parsed copy of the keys goes away with the document: wipe it first (jansson
+         * owns the buffers; in place is the only way) */
+        json_array_foreach(keys, i, k)
+        {
+            json_t *v = json_object_get(k, "value");
+            if (json_is_string(v) && json_string_length(v))
+                OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
+        }
+        json_decref(root);
+    }
+    return rc;
 }
 
 /* ---- the operation poller ---- */

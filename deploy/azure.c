@@ -18,6 +18,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "content.h"
 #include "deploy.h"
 
 #define AZ_BODY_MAX (8u << 20)
@@ -344,6 +345,12 @@ static void az_print_req(const struct deploy_req *q)
     json_decref(b);
 }
 
+static void az_print_answer_redacted(const struct deploy_req *q)
+{
+    if (q->secret_answer)
+        printf("# answer: {\"keys\": [<redacted: the storage account's keys>]}\n\n");
+}
+
 /* Sends q and follows it to its end. Returns 0 (resp holds the last answer), or -1 with
  * c->err set. */
 static int az_run(struct az *az, const struct deploy_req *q, struct az_resp *resp)
@@ -352,6 +359,7 @@ static int az_run(struct az *az, const struct deploy_req *q, struct az_resp *res
     struct deploy_op op;
     if (c->dry_run) {
         az_print_req(q);
+        az_print_answer_redacted(q);
         return 0;
     }
     if (az_token(az) != 0)
@@ -406,6 +414,44 @@ static int az_run(struct az *az, const struct deploy_req *q, struct az_resp *res
             break;
         }
     }
+}
+
+/* Runs q, a listKeys request, and copies the account's key into key (keylen > the longest
+ * key). The answer is wiped, never logged. In a dry run key is a placeholder. Returns 0, or -1
+ * with c->err. */
+static int az_key_of(struct az *az, const struct deploy_req *q, char *key, size_t keylen)
+{
+    struct az_resp r = {0};
+    char why[256];
+    int rc = -1;
+    if (az_run(az, q, &r) != 0)
+        goto out;
+    if (az->c->dry_run) {
+        snprintf(key, keylen, "<the key listKeys returns>");
+        rc = 0;
+        goto out;
+    }
+    if (deploy_storage_key_parse(r.body, r.len, key, keylen, why, sizeof(why)) != 0) {
+        snprintf(az->c->err, sizeof(az->c->err), "%s: %s", q->what, why);
+        LOG_ERROR("%s", az->c->err);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (r.body)
+        OPENSSL_cleanse(r.body, r.len);
+    free(r.body);
+    return rc;
+}
+
+/* The key of the deployment's storage account, asked of ARM now. */
+static int az_storage_key(struct az *az, char *key, size_t keylen)
+{
+    struct deploy_req q;
+    deploy_arm_storage_keys(az->c->ds, &q);
+    int rc = az_key_of(az, &q, key, keylen);
+    deploy_req_clear(&q);
+    return rc;
 }
 
 static int az_init(struct az *az, struct deploy_ctx *c)
@@ -541,6 +587,20 @@ static int az_save(struct deploy_ctx *c)
     return c->dry_run ? 0 : deploy_state_write(c->ds->state, c->state, c->err, sizeof(c->err));
 }
 
+/* One step of create: runs q (a listKeys request into key) and records it done. */
+static int az_create_step(struct az *az, const struct deploy_req *q, char *key, size_t keylen)
+{
+    struct az_resp r = {0};
+    int rc = q->secret_answer ? az_key_of(az, q, key, keylen) : az_run(az, q, &r);
+    free(r.body);
+    if (rc != 0) {
+        az_save(az->c);
+        return -1;
+    }
+    json_array_append_new(json_object_get(az->c->state, "done"), json_string(q->what));
+    return az_save(az->c);
+}
+
 int deploy_azure_create(struct deploy_ctx *c)
 {
     struct deploy_settings *ds = c->ds;
@@ -551,6 +611,7 @@ int deploy_azure_create(struct deploy_ctx *c)
     bool create_rg = false;
     unsigned char *pfx = NULL;
     char *script = NULL;
+    char key[DEPLOY_STORAGE_KEY_MAX + 1] = "";
     if (az_init(&az, c) != 0)
         return -1;
     json_object_set_new(c->state, "provider", json_string("azure"));
@@ -568,32 +629,31 @@ int deploy_azure_create(struct deploy_ctx *c)
 
     FILE *f = fopen(ds->service_cert_path, "rb");
     long size = -1;
-    if (f && fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (pfx = malloc((size_t)size)) && fread(pfx, 1, (size_t)size, f) == (size_t)size) {
-        script = deploy_install_script(ds, pfx, (size_t)size);
-    }
+    bool pfx_read = f && fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 &&
+                    fseek(f, 0, SEEK_SET) == 0 && (pfx = malloc((size_t)size)) &&
+                    fread(pfx, 1, (size_t)size, f) == (size_t)size;
     if (f)
         fclose(f);
-    if (!script) {
+    if (!pfx_read) {
         snprintf(c->err, sizeof(c->err), "%s: cannot read the service certificate",
                  ds->service_cert_path);
         goto out;
     }
-    n = deploy_arm_create_plan(ds, script, reqs, 12);
-    json_t *done = json_array();
-    json_object_set_new(c->state, "done", done);
-    for (size_t i = 0; i < n; i++) {
-        struct az_resp r = {0};
-        if (az_run(&az, &reqs[i], &r) != 0) {
-            free(r.body);
-            az_save(c);
+    /* everything but the scale set, whose setup needs the storage key listed on the way */
+    n = deploy_arm_create_plan(ds, NULL, reqs, 11);
+    json_object_set_new(c->state, "done", json_array());
+    for (size_t i = 0; i < n; i++)
+        if (az_create_step(&az, &reqs[i], key, sizeof(key)) != 0)
             goto out;
-        }
-        free(r.body);
-        json_array_append_new(done, json_string(reqs[i].what));
-        if (az_save(c) != 0)
-            goto out;
+    script =
+        deploy_install_script(ds, pfx, (size_t)size, ds->enable_cloud_dp_function ? key : NULL);
+    if (!script) {
+        snprintf(c->err, sizeof(c->err), "cannot write the instances' setup script");
+        goto out;
     }
+    deploy_arm_vmss_put(ds, script, &reqs[n]);
+    if (az_create_step(&az, &reqs[n++], key, sizeof(key)) != 0)
+        goto out;
     if (az_push(&az, (unsigned)ds->vm_instance_count) != 0)
         goto out;
     json_object_set_new(c->state, "complete", json_true());
@@ -616,6 +676,7 @@ out:
     if (script)
         OPENSSL_cleanse(script, strlen(script));
     free(script);
+    OPENSSL_cleanse(key, sizeof(key));
     free(pfx);
     az_deinit(&az);
     return rc;
@@ -643,6 +704,53 @@ int deploy_azure_scale(struct deploy_ctx *c, unsigned count)
     free(r.body);
     az_deinit(&az);
     return rc;
+}
+
+int deploy_azure_content_settings(struct deploy_ctx *c, struct content_settings *s)
+{
+    struct az az;
+    char key[DEPLOY_STORAGE_KEY_MAX + 1] = "";
+    int rc = -1;
+    memset(s, 0, sizeof(*s));
+    if (az_init(&az, c) != 0)
+        return -1;
+    if (az_storage_key(&az, key, sizeof(key)) == 0 &&
+        deploy_content_settings_blob(c->ds, key, s, c->err, sizeof(c->err)) == 0)
+        rc = 0;
+    OPENSSL_cleanse(key, sizeof(key));
+    az_deinit(&az);
+    return rc;
+}
+
+/* The alerts of status: the storage the deployment's account holds, read with a key listed
+ * now; when that fails the storage state is unknown and says why (status still answers). */
+static json_t *az_alerts(struct az *az)
+{
+    struct deploy_ctx *c = az->c;
+    json_t *settings = json_object_get(c->state, "settings");
+    struct content_settings s;
+    char key[DEPLOY_STORAGE_KEY_MAX + 1] = "";
+    json_t *out;
+    /* what was deployed, whatever the settings given to status say */
+    json_t *dp = json_object_get(settings, "enable_cloud_dp_function");
+    if (json_is_boolean(dp) ? json_is_false(dp) : !c->ds->enable_cloud_dp_function) {
+        struct content_settings off = {.enabled = false};
+        return deploy_alerts_json_of(settings, &off, NULL); /* "off", and why */
+    }
+    if (az_storage_key(az, key, sizeof(key)) != 0) {
+        out = deploy_alerts_json_of(settings, NULL, c->err);
+        c->err[0] = '\0';
+    } else if (c->dry_run) {
+        out = deploy_alerts_json_of(settings, NULL, "not read in a dry run");
+    } else if (deploy_content_settings_blob(c->ds, key, &s, c->err, sizeof(c->err)) != 0) {
+        out = deploy_alerts_json_of(settings, NULL, c->err);
+        c->err[0] = '\0';
+    } else {
+        out = deploy_alerts_json_of(settings, &s, NULL);
+        content_settings_free(&s);
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    return out;
 }
 
 /* The product's words for a VM's provisioning and power state. */
@@ -694,7 +802,7 @@ int deploy_azure_status(struct deploy_ctx *c)
         json_pack("{s:s, s:s?, s:s, s:s?, s:I, s:O, s:o, s:o}", "provider", "azure", "service_name",
                   c->ds->service_name, "state", overall, "provisioning_state", prov, "instances",
                   capacity, "settings", json_object_get(c->state, "settings"), "instance_states",
-                  inst, "alerts", deploy_alerts_json(json_object_get(c->state, "settings"), NULL));
+                  inst, "alerts", az_alerts(&az));
     json_decref(vmss);
     json_decref(list);
     rc = 0;

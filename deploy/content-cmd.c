@@ -21,16 +21,18 @@
 #include "content-cmd.h"
 #include "content.h"
 #include "core.h"
+#include "deploy.h"
 
 #define EXIT_USAGE 2
 #define WALK_DEPTH 64 /* folder levels distribute descends */
 #define PROGRESS_MS 200
 
 const char cmgctl_content_usage[] =
-    "       cmgctl content distribute -c GATEWAY.INI PACKAGE FOLDER [--content-id ID] [--json]\n"
-    "       cmgctl content list -c GATEWAY.INI [--json]\n"
-    "       cmgctl content remove -c GATEWAY.INI PACKAGE [--json]\n"
-    "       cmgctl content url -c GATEWAY.INI PACKAGE PATH\n";
+    "       cmgctl content distribute STORE PACKAGE FOLDER [--content-id ID] [--json]\n"
+    "       cmgctl content list STORE [--json]\n"
+    "       cmgctl content remove STORE PACKAGE [--json]\n"
+    "       cmgctl content url STORE PACKAGE PATH\n"
+    "         STORE: -c GATEWAY.INI, or --deployment STATE_DIR [--settings FILE]\n";
 
 const char cmgctl_content_help[] =
     "content distribute -c GATEWAY.INI PACKAGE FOLDER\n"
@@ -52,6 +54,12 @@ const char cmgctl_content_help[] =
     "    content.sas_lifetime: what the gateway hands clients with locations = sas.\n"
     "    Needs the account key.\n"
     "\n"
+    "    The store: -c GATEWAY.INI, the [content] section of a gateway's settings; or\n"
+    "    --deployment STATE_DIR, the store of what cmgctl create deployed there: a local\n"
+    "    deployment's shared folder, or an Azure deployment's storage account, whose key\n"
+    "    is asked of Azure each time (never written anywhere); an Azure deployment also\n"
+    "    needs --settings FILE, the settings create was given (the server app's\n"
+    "    credentials).\n"
     "    --json: a JSON report on standard output instead of text (all three verbs).\n"
     "    Exit status: 0 done, 1 refused or failed (the reason on stderr), 2 bad usage.\n";
 
@@ -59,6 +67,8 @@ const char cmgctl_content_help[] =
 
 struct args {
     const char *config;
+    const char *deployment; /* a state folder of cmgctl create, instead of config */
+    const char *settings;   /* with deployment: the deployment's settings file */
     const char *content_id;
     bool json;
     const char *operand[2];
@@ -119,6 +129,10 @@ static int parse_args(const char *verb, int argc, char **argv, int nwant, const 
             size_t nl = eq ? (size_t)(eq - arg) : strlen(arg);
             if (strcmp(arg, "-c") == 0 || (nl == 8 && strncmp(arg, "--config", 8) == 0))
                 slot = &a->config;
+            else if (nl == 12 && strncmp(arg, "--deployment", 12) == 0)
+                slot = &a->deployment;
+            else if (nl == 10 && strncmp(arg, "--settings", 10) == 0)
+                slot = &a->settings;
             else if (has_content_id && nl == 12 && strncmp(arg, "--content-id", 12) == 0)
                 slot = &a->content_id;
             else
@@ -138,20 +152,39 @@ static int parse_args(const char *verb, int argc, char **argv, int nwant, const 
     }
     if (a->noperands < nwant)
         return usage(verb, "missing %s", names[a->noperands]);
-    if (!a->config)
-        return usage(verb, "-c GATEWAY.INI is required");
+    if (!a->config == !a->deployment)
+        return usage(verb,
+                     "give the store: -c GATEWAY.INI or --deployment STATE_DIR (one of them)");
+    if (a->settings && !a->deployment)
+        return usage(verb, "--settings goes with --deployment");
     return 0;
 }
 
 /* ---- settings and store ---- */
 
-/* Loads [content] from config and opens its store; every error printed. */
-static struct content_store *open_store(const char *verb, const char *config,
+/* The store of a deployment: its settings in memory (an Azure one's with a key listed now). */
+static struct content_store *open_deployment_store(const struct args *a, struct content_settings *s)
+{
+    char err[DEPLOY_MSG_MAX];
+    struct content_store *st = NULL;
+    if (deploy_content_settings(a->deployment, a->settings, s, err, sizeof(err)) != 0)
+        fprintf(stderr, "cmgctl: %s\n", err);
+    else if (!(st = content_store_new(s, err, sizeof(err))))
+        fprintf(stderr, "cmgctl: %s: %s\n", a->deployment, err);
+    return st;
+}
+
+/* Loads [content] from the gateway.ini of -c, or the deployment's, and opens its store; every
+ * error printed. */
+static struct content_store *open_store(const char *verb, const struct args *a,
                                         struct content_settings *s)
 {
     struct config_report r;
     struct content_store *st = NULL;
     char err[1024];
+    const char *config = a->config;
+    if (a->deployment)
+        return open_deployment_store(a, s);
     if (content_settings_load(config, s, &r) != 0) {
         for (unsigned i = 0; i < r.nerrors; i++)
             fprintf(stderr, "cmgctl: %s\n", r.errors[i]);
@@ -493,7 +526,7 @@ int cmgctl_content_distribute(int argc, char **argv)
         goto out;
     }
     qsort(files.v, files.n, sizeof(*files.v), cmp_lfile);
-    if (!(st = open_store("distribute", a.config, &s)))
+    if (!(st = open_store("distribute", &a, &s)))
         goto out;
     if (content_store_prepare(st, err, sizeof(err)) != 0) {
         fail("distribute", "%s: %s", content_store_describe(st), err);
@@ -699,7 +732,7 @@ int cmgctl_content_list(int argc, char **argv)
     uint64_t used = 0;
     rc = EXIT_FAILURE;
     memset(&s, 0, sizeof(s));
-    struct content_store *st = open_store("list", a.config, &s);
+    struct content_store *st = open_store("list", &a, &s);
     if (!st)
         goto out;
     rc = content_store_list(st, NULL, blobs_add, &all, err, sizeof(err));
@@ -848,7 +881,7 @@ int cmgctl_content_remove(int argc, char **argv)
     char err[1024], mname[128], prefix[128];
     rc = EXIT_FAILURE;
     memset(&s, 0, sizeof(s));
-    struct content_store *st = open_store("remove", a.config, &s);
+    struct content_store *st = open_store("remove", &a, &s);
     if (!st)
         goto out;
     content_manifest_blob_name(pid, mname, sizeof(mname));
@@ -914,7 +947,7 @@ int cmgctl_content_url(int argc, char **argv)
     struct content_settings s;
     memset(&s, 0, sizeof(s));
     rc = EXIT_FAILURE;
-    struct content_store *st = open_store("url", a.config, &s);
+    struct content_store *st = open_store("url", &a, &s);
     if (!st)
         goto out;
     int64_t now = (int64_t)time(NULL);

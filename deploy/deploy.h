@@ -13,8 +13,12 @@
 
 #include "core.h"
 
+struct content_settings; /* content/content-t.h */
+
 #define DEPLOY_MAX_INSTANCES 16
 #define DEPLOY_TUNNEL_PORT_BASE 10124
+#define DEPLOY_CONTENT_CONTAINER "content" /* the blob container create makes */
+#define DEPLOY_STORAGE_KEY_MAX 128         /* characters of a storage account key (88 today) */
 #define DEPLOY_MSG_MAX 1024
 
 /* Exit status of the deploy verbs (docs/deploy.md). */
@@ -80,6 +84,7 @@ struct deploy_settings {
     bool is_using_existing_group;
     char *arm_endpoint;   /* override of the environment's ARM host (tests, sovereign clouds) */
     char *login_endpoint; /* override of the login host */
+    char *blob_endpoint;  /* override of the storage account's blob endpoint (tests) */
     char *admin_ssh_public_key;
     char *gateway_package_url; /* the cmg-gateway package the instances install */
     uint64_t poll_interval;    /* ms between polls when ARM gives no Retry-After */
@@ -171,6 +176,8 @@ struct deploy_gw_place {
     unsigned instance_id, instances;
     uint64_t await_tunnel; /* gateway.await_tunnel, ms (0: take clients at once) */
     const char *content_folder; /* content.folder: the store the instances share, or NULL */
+    const char *content_account;  /* content.store = blob in this storage account, or NULL */
+    const char *content_key_file; /* with content_account: the file holding its key */
     const char *listen, *tunnel_listen, *admin_listen;
     const char *pfx_file, *pfx_password_file, *log_file;
 };
@@ -193,6 +200,7 @@ struct deploy_req {
     char *url;        /* full URL, owned */
     char *body;       /* JSON text or NULL, owned */
     bool has_secret;  /* body carries protected settings: never printed or logged */
+    bool secret_answer; /* the answer carries a secret (storage keys): never printed or logged */
     bool missing_ok;  /* DELETE/GET: 404 counts as done */
 };
 void deploy_req_clear(struct deploy_req *r);
@@ -205,11 +213,18 @@ struct deploy_names {
 void deploy_names_init(struct deploy_names *n, const struct deploy_settings *ds);
 
 /* The create sequence, in order: resource group (unless an existing one is used), storage
- * account, blob container (content), table (counters), network security group, virtual
- * network, public IP with the DNS label, load balancer, scale set. Fills reqs (at most max);
- * returns the count. install_script is the instances' setup script (secrets included). */
+ * account, its keys (listKeys: secret_answer), blob container (content), table (counters),
+ * network security group, virtual network, public IP with the DNS label, load balancer, scale
+ * set. Fills reqs (at most max); returns the count. install_script is the instances' setup
+ * script (secrets included); NULL leaves the scale set out (deploy_arm_vmss_put makes it once
+ * the storage key is known). */
 size_t deploy_arm_create_plan(const struct deploy_settings *ds, const char *install_script,
                               struct deploy_req *reqs, size_t max);
+/* The scale set with the instances' setup script in the extension's protected settings. */
+void deploy_arm_vmss_put(const struct deploy_settings *ds, const char *install_script,
+                         struct deploy_req *r);
+/* POST .../storageAccounts/<name>/listKeys: the answer holds the account's keys. */
+void deploy_arm_storage_keys(const struct deploy_settings *ds, struct deploy_req *r);
 /* The reverse of create: scale set, load balancer, public IP, virtual network, security group,
  * storage account (each 404-tolerant), and the resource group when rg_created. */
 size_t deploy_arm_delete_plan(const struct deploy_settings *ds, bool rg_created,
@@ -226,9 +241,11 @@ void deploy_arm_lb_get(const struct deploy_settings *ds, struct deploy_req *r);
  * gateway.ini and restarts (id changed) or reloads the gateway. */
 void deploy_arm_push(const struct deploy_settings *ds, const char *vm_id, unsigned instance_id,
                      unsigned instances, struct deploy_req *r);
-/* The scale-set VMs' instance setup script (cloud side of the settings). Caller frees. */
+/* The scale-set VMs' instance setup script (cloud side of the settings). storage_key (may be
+ * NULL when content is off) is written to a file only root reads, which gateway.ini names.
+ * Caller frees (and wipes: it holds the secrets). */
 char *deploy_install_script(const struct deploy_settings *ds, const unsigned char *pfx,
-                            size_t pfx_len);
+                            size_t pfx_len, const char *storage_key);
 
 /* An ARM error, from either body shape (or the login host's). */
 struct deploy_arm_error {
@@ -252,6 +269,12 @@ struct deploy_nat {
     unsigned instance;
 };
 size_t deploy_arm_nat_parse(const char *body, size_t len, struct deploy_nat *out, size_t max);
+
+/* A storage account key from the listKeys answer ({"keys":[{"keyName","value","permissions"}]}):
+ * key1 when it has full permissions, else the first key that has. Copies it into key (at least
+ * DEPLOY_STORAGE_KEY_MAX + 1 bytes). Returns 0, or -1 with why (which never holds a key). */
+int deploy_storage_key_parse(const char *body, size_t len, char *key, size_t keylen, char *why,
+                             size_t whylen);
 
 /* The product's state of one VM (Provisioning, Ready, Error, Stopping, Stopped, Starting,
  * Deleting) from its instance view statuses; detail points into statuses (the provisioning
@@ -304,10 +327,17 @@ const char *deploy_alert_state(uint64_t used, uint64_t threshold, uint64_t warni
  * enabled says whether content is on (used stays 0 when not). 0, or -1 with err. Blocks. */
 int deploy_storage_used(const char *gateway_ini, bool *enabled, uint64_t *used, char *err,
                         size_t errlen);
+/* The same from settings already loaded (s->enabled says whether content is on). s is
+ * borrowed. */
+int deploy_storage_used_of(const struct content_settings *s, bool *enabled, uint64_t *used,
+                           char *err, size_t errlen);
 /* {"storage": {...}, "traffic": {...}} for status: the thresholds from settings (the state's
  * copy of deploy_settings_json), the storage used when gateway_ini (may be NULL) names the
  * store. Caller decrefs. */
 json_t *deploy_alerts_json(json_t *settings, const char *gateway_ini);
+/* The same with the store's settings in memory: cs (borrowed; NULL: the state is unknown, said
+ * with why). Caller decrefs. */
+json_t *deploy_alerts_json_of(json_t *settings, const struct content_settings *cs, const char *why);
 void deploy_alerts_print(json_t *alerts, FILE *f);
 
 /* ---- progress and the deploy log (progress.c) ---- */
@@ -362,6 +392,25 @@ int deploy_azure_status(struct deploy_ctx *c);
 int deploy_azure_stop(struct deploy_ctx *c);
 int deploy_azure_start(struct deploy_ctx *c);
 int deploy_azure_delete(struct deploy_ctx *c);
+/* The [content] settings of the deployment's storage account, its key fetched with listKeys
+ * (kept in memory only). s is filled for content_store_new; content_settings_free it. Returns
+ * 0, or -1 with c->err. */
+int deploy_azure_content_settings(struct deploy_ctx *c, struct content_settings *s);
+
+/* ---- the deployment's content store (store.c) ---- */
+
+/* Fills s (any previous content ignored) with the [content] settings of an Azure deployment's
+ * store: a blob store in the storage account create made, container "content", the
+ * deployment's environment and storage alert, key (borrowed; copied) as the account key, the
+ * blob_endpoint override if set. Returns 0, or -1 with err. */
+int deploy_content_settings_blob(const struct deploy_settings *ds, const char *key,
+                                 struct content_settings *s, char *err, size_t errlen);
+/* The [content] settings of the deployment in state_dir, for cmgctl content --deployment: a
+ * local deployment's shared folder store (its instances' gateway.ini), an Azure one's storage
+ * account (settings_file: the deployment's settings, for the server app's credentials). Fills
+ * s; content_settings_free it. Returns 0, or an exit status (deploy_exit) with err. Blocks. */
+int deploy_content_settings(const char *state_dir, const char *settings_file,
+                            struct content_settings *s, char *err, size_t errlen);
 
 /* ---- verbs (deploy-cmd.c), called from cmgctl's table ---- */
 

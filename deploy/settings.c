@@ -42,6 +42,7 @@ static const struct config_key ds_keys[] = {
      NULL, false},
     {"azure", "arm_endpoint", CONFIG_STRING, OFF(arm_endpoint), NULL, 0, 0, NULL, false},
     {"azure", "login_endpoint", CONFIG_STRING, OFF(login_endpoint), NULL, 0, 0, NULL, false},
+    {"azure", "blob_endpoint", CONFIG_STRING, OFF(blob_endpoint), NULL, 0, 0, NULL, false},
     {"azure", "admin_ssh_public_key", CONFIG_STRING, OFF(admin_ssh_public_key), NULL, 0, 0, NULL,
      false},
     {"azure", "gateway_package_url", CONFIG_STRING, OFF(gateway_package_url), NULL, 0, 0, NULL,
@@ -615,9 +616,9 @@ int deploy_settings_check(struct deploy_settings *ds, struct deploy_msgs *m)
         if (cert && (!ds_set(ds->server_app_cert_file) || !ds_set(ds->server_app_key_file)))
             ds_error(ds, m, "server_app_cert_file",
                      "server_app_cert_file and server_app_key_file go together");
-        for (int i = 0; i < 2; i++) {
-            const char *k = i ? "arm_endpoint" : "login_endpoint";
-            const char *v = i ? ds->arm_endpoint : ds->login_endpoint;
+        for (int i = 0; i < 3; i++) {
+            const char *k = i == 2 ? "blob_endpoint" : i ? "arm_endpoint" : "login_endpoint";
+            const char *v = i == 2 ? ds->blob_endpoint : i ? ds->arm_endpoint : ds->login_endpoint;
             if (ds_set(v) && strncmp(v, "https://", 8) != 0 && strncmp(v, "http://127.", 11) &&
                 strncmp(v, "http://[::1]", 12) && strncmp(v, "http://localhost", 16))
                 ds_error(ds, m, k,
@@ -755,6 +756,16 @@ int deploy_gateway_ini(const struct deploy_settings *ds, const struct deploy_gw_
     ds_ini_set(&ini, "content", "enabled", ds->enable_cloud_dp_function ? yes : no);
     if (pl->content_folder)
         ds_ini_set(&ini, "content", "folder", pl->content_folder);
+    if (pl->content_account) {
+        /* the instances share the deployment's storage account; the key stays in its own file */
+        ds_ini_set(&ini, "content", "store", "blob");
+        ds_ini_set(&ini, "content", "environment", deploy_settings_env(ds)->name);
+        ds_ini_set(&ini, "content", "account", pl->content_account);
+        ds_ini_set(&ini, "content", "account_key_file", pl->content_key_file);
+        ds_ini_set(&ini, "content", "container", DEPLOY_CONTENT_CONTAINER);
+        if (ds_set(ds->blob_endpoint))
+            ds_ini_set(&ini, "content", "blob_endpoint", ds->blob_endpoint);
+    }
     ds_ini_set(&ini, "content", "storage_alert", quota);
     ds_ini_set(&ini, "content", "storage_warning", warn);
     ds_ini_set(&ini, "content", "storage_critical", crit);

@@ -1,7 +1,7 @@
-/* The ARM answer parsers (error bodies, the sign-in answer, NAT rules, instance views) on
- * arbitrary bytes, and the long-running operation poller fed a sequence of answers made from
- * them. Whatever arrives, the poller must end in a known state with a terminated poll URL, and
- * a failure must carry an error code. */
+/* The ARM answer parsers (error bodies, the sign-in answer, NAT rules, instance views, storage
+ * keys) on arbitrary bytes, and the long-running operation poller fed a sequence of answers
+ * made from them. Whatever arrives, the poller must end in a known state with a terminated
+ * poll URL, and a failure must carry an error code. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +60,17 @@ static void parsers(const uint8_t *data, size_t size)
     for (size_t i = 0; i < n; i++)
         if (nat[i].instance >= DEPLOY_MAX_INSTANCES || !nat[i].vm_id[0])
             abort();
+
+    char key[DEPLOY_STORAGE_KEY_MAX + 1], why[256];
+    memset(key, 'x', sizeof(key));
+    if (deploy_storage_key_parse((const char *)data, size, key, sizeof(key), why, sizeof(why)) ==
+        0) {
+        size_t kl = strnlen(key, sizeof(key));
+        if (kl == 0 || kl == sizeof(key) || kl % 4 != 0)
+            abort();
+    } else if (key[0] || !memchr(why, '\0', sizeof(why))) {
+        abort(); /* a refused answer leaves no partial key */
+    }
 
     json_t *root = json_loadb((const char *)data, size, 0, NULL);
     if (root) {

@@ -1,12 +1,19 @@
 """A scripted stand-in for Azure Resource Manager and the Entra ID token endpoint, on loopback
 (standard library only). It speaks the documented wire protocol: 201/202 with
 Azure-AsyncOperation or Location, operation polling to Succeeded/Failed, 429 with
-Retry-After, ARM error bodies. Every request is recorded for the tests to check."""
+Retry-After, ARM error bodies; a storage account's listKeys answers a fixed key
+(storage_key). Every request is recorded for the tests to check."""
 
+import base64
 import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+# The storage account key listKeys answers with (tests look for it where it must not be).
+TEST_STORAGE_KEY = base64.b64encode(b"armfake storage account key, never to be shown".ljust(64,
+                                                                                       b".")).decode()
 
 
 class ArmFake:
@@ -19,6 +26,7 @@ class ArmFake:
         self.fail = {}  # path substring -> (code, message): its operation fails once
         self.bad = {}  # path substring -> (code, message): 400 at once
         self.capacity = 0
+        self.storage_key = TEST_STORAGE_KEY  # key1 of every storage account
         self.lock = threading.Lock()
         self.next_op = 0
         fake = self
@@ -118,6 +126,16 @@ class ArmFake:
                 return 202, None, {"Location": self._op(["202", "200"]), "Retry-After": "0"}
         if base.endswith("/resources"):
             return 200, {"value": []}, {}
+        if method == "POST" and base.endswith("/listKeys"):
+            # synchronous, as the storage provider answers it; only for an account made here
+            account = base[:-len("/listKeys")]
+            if "/Microsoft.Storage/storageAccounts/" not in base or account not in self.resources:
+                return 404, {"error": {"code": "ResourceNotFound",
+                                       "message": "storage account not found"}}, {}
+            return 200, {"keys": [
+                {"keyName": "key1", "value": self.storage_key, "permissions": "FULL"},
+                {"keyName": "key2", "value": base64.b64encode(b"k2" * 32).decode(),
+                 "permissions": "FULL"}]}, {}
         if base.endswith("/runCommand"):
             return 202, None, {"Location": self._op(["202", "200"]), "Retry-After": "0"}
         if method in ("PUT", "PATCH"):

@@ -110,6 +110,10 @@ class LocalDeploy(unittest.TestCase):
             cl = json.loads(r.stdout)["storage"]
             self.assertEqual((cl["used"], cl["alert"], cl["state"]),
                              (sizes["critical"], 1 << 30, "critical"), cl)
+            # ... and so does the deployment named by its state folder
+            r = ct.run([ct.CMGCTL, "content", "list", "--deployment", state, "--json"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)["storage"], cl)
         finally:
             self._delete(state, common, admin_base, 1)
 

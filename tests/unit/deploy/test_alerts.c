@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "content.h"
 #include "deploy.h"
 
 #define GIB (1024ull * 1024 * 1024)
@@ -126,6 +127,28 @@ Test(store, report)
     a = deploy_alerts_json(settings, ini("enabled = false\n"));
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(a, "storage"), "state")),
                      "off");
+    json_decref(a);
+
+    /* settings in memory (an Azure deployment's): the same report */
+    struct content_settings cs = {.enabled = true, .store = CONTENT_STORE_FOLDER};
+    char folder[128];
+    snprintf(folder, sizeof(folder), "%s/store", dir);
+    cs.folder = folder;
+    a = deploy_alerts_json_of(settings, &cs, NULL);
+    s = json_object_get(a, "storage");
+    cr_assert_eq(json_integer_value(json_object_get(s, "used")), 700);
+    cr_assert_str_eq(json_string_value(json_object_get(s, "state")), "ok");
+    json_decref(a);
+    cs.enabled = false;
+    a = deploy_alerts_json_of(settings, &cs, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(a, "storage"), "state")),
+                     "off");
+    json_decref(a);
+    a = deploy_alerts_json_of(settings, NULL, "keys of storage account gw1: AuthorizationFailed");
+    s = json_object_get(a, "storage");
+    cr_assert_str_eq(json_string_value(json_object_get(s, "state")), "unknown");
+    cr_assert_str_eq(json_string_value(json_object_get(s, "detail")),
+                     "keys of storage account gw1: AuthorizationFailed", "says why");
     json_decref(a);
     json_decref(settings);
 }

@@ -318,26 +318,25 @@ Test(builders, create_plan_order_and_bodies)
 {
     struct deploy_req q[16];
     size_t n = deploy_arm_create_plan(&ds, "#!/bin/sh\necho setup\n", q, 16);
-    cr_assert_eq(n, 9);
-    const char *order[] = {"resourcegroups/cmg-rg?",
-                           "storageAccounts/gw1?",
-                           "containers/content?",
-                           "tables/cmgcounters?",
-                           "networkSecurityGroups/gw1-nsg?",
-                           "virtualNetworks/gw1-vnet?",
-                           "publicIPAddresses/gw1-pip?",
-                           "loadBalancers/gw1-lb?",
-                           "virtualMachineScaleSets/gw1-vmss?"};
+    cr_assert_eq(n, 10);
+    const char *order[] = {"resourcegroups/cmg-rg?",        "storageAccounts/gw1?",
+                           "storageAccounts/gw1/listKeys?", "containers/content?",
+                           "tables/cmgcounters?",           "networkSecurityGroups/gw1-nsg?",
+                           "virtualNetworks/gw1-vnet?",     "publicIPAddresses/gw1-pip?",
+                           "loadBalancers/gw1-lb?",         "virtualMachineScaleSets/gw1-vmss?"};
     for (size_t i = 0; i < n; i++) {
-        cr_assert_str_eq(q[i].verb, "PUT");
+        cr_assert_str_eq(q[i].verb, i == 2 ? "POST" : "PUT");
         cr_assert(strncmp(q[i].url, RG, strlen(RG)) == 0, "%s", q[i].url);
         cr_assert(strstr(q[i].url, order[i]) != NULL, "step %zu: %s", i, q[i].url);
         cr_assert(strstr(q[i].url, "api-version=") != NULL);
     }
     cr_assert(strstr(q[0].url, "api-version=" DEPLOY_API_RESOURCES));
     cr_assert(strstr(q[1].url, "api-version=" DEPLOY_API_STORAGE));
-    cr_assert(strstr(q[4].url, "api-version=" DEPLOY_API_NETWORK));
-    cr_assert(strstr(q[8].url, "api-version=" DEPLOY_API_COMPUTE));
+    cr_assert(strstr(q[2].url, "/listKeys?api-version=" DEPLOY_API_STORAGE), "%s", q[2].url);
+    cr_assert(q[2].secret_answer, "the answer holds the keys: never printed or logged");
+    cr_assert_null(q[2].body);
+    cr_assert(strstr(q[5].url, "api-version=" DEPLOY_API_NETWORK));
+    cr_assert(strstr(q[9].url, "api-version=" DEPLOY_API_COMPUTE));
 
     json_t *j = body_of(&q[0]);
     cr_assert_str_eq(jpath_str(j, "location"), "westeurope");
@@ -351,30 +350,30 @@ Test(builders, create_plan_order_and_bodies)
     cr_assert_eq(jpath_int(j, "properties.allowBlobPublicAccess"), 0);
     json_decref(j);
 
-    j = body_of(&q[2]);
+    j = body_of(&q[3]);
     cr_assert_str_eq(jpath_str(j, "properties.publicAccess"), "None");
     json_decref(j);
 
-    j = body_of(&q[4]);
+    j = body_of(&q[5]);
     cr_assert_str_eq(jpath_str(j, "properties.securityRules.0.properties.destinationPortRange"),
                      "443");
     cr_assert_str_eq(jpath_str(j, "properties.securityRules.1.properties.destinationPortRange"),
                      "10124-10139");
     json_decref(j);
 
-    j = body_of(&q[5]);
+    j = body_of(&q[6]);
     cr_assert_str_eq(jpath_str(j, "properties.subnets.0.properties.networkSecurityGroup.id"),
                      "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/cmg-rg/"
                      "providers/Microsoft.Network/networkSecurityGroups/gw1-nsg");
     json_decref(j);
 
-    j = body_of(&q[6]);
+    j = body_of(&q[7]);
     cr_assert_str_eq(jpath_str(j, "sku.name"), "Standard");
     cr_assert_str_eq(jpath_str(j, "properties.publicIPAllocationMethod"), "Static");
     cr_assert_str_eq(jpath_str(j, "properties.dnsSettings.domainNameLabel"), "gw1");
     json_decref(j);
 
-    j = body_of(&q[7]);
+    j = body_of(&q[8]);
     cr_assert_eq(jpath_int(j, "properties.probes.0.properties.port"), 443);
     cr_assert_eq(jpath_int(j, "properties.loadBalancingRules.0.properties.frontendPort"), 443);
     cr_assert_eq(jpath_int(j, "properties.loadBalancingRules.0.properties.backendPort"), 443);
@@ -387,8 +386,8 @@ Test(builders, create_plan_order_and_bodies)
                      "/loadBalancers/gw1-lb/backendAddressPools/bepool"));
     json_decref(j);
 
-    j = body_of(&q[8]);
-    cr_assert(q[8].has_secret, "the scale set carries the certificate: never printed");
+    j = body_of(&q[9]);
+    cr_assert(q[9].has_secret, "the scale set carries the certificate: never printed");
     cr_assert_str_eq(jpath_str(j, "sku.name"), "Standard_A2_v2", "the default size: Standard");
     cr_assert_eq(jpath_int(j, "sku.capacity"), 3);
     cr_assert_str_eq(jpath_str(j, "properties.orchestrationMode"), "Uniform");
@@ -407,7 +406,8 @@ Test(builders, create_plan_order_and_bodies)
     json_decref(j);
     for (size_t i = 0; i < n; i++) {
         cr_assert_eq(q[i].missing_ok, false);
-        cr_assert(i == 8 || !q[i].has_secret, "only the scale set carries secrets");
+        cr_assert(i == 2 || !q[i].secret_answer, "only listKeys answers with secrets");
+        cr_assert(i == 9 || !q[i].has_secret, "only the scale set carries secrets");
         deploy_req_clear(&q[i]);
     }
 }
@@ -420,7 +420,7 @@ Test(builders, create_plan_variants)
     ds.enforce_protocol = false;
     ds.vm_size = 0; /* Lab */
     size_t n = deploy_arm_create_plan(&ds, "x", q, 16);
-    cr_assert_eq(n, 7, "no group, no content container");
+    cr_assert_eq(n, 7, "no group, no content container, no storage keys");
     cr_assert(strstr(q[0].url, "storageAccounts/gw1?"), "%s", q[0].url);
     json_t *j = body_of(&q[0]);
     cr_assert_str_eq(jpath_str(j, "properties.minimumTlsVersion"), "TLS1_0");
@@ -434,6 +434,27 @@ Test(builders, create_plan_variants)
     for (size_t i = 0; i < n; i++)
         deploy_req_clear(&q[i]);
     cr_assert_eq(deploy_arm_create_plan(&ds, "x", q, 5), 0, "too small a plan array");
+
+    /* without the script: all but the scale set, made once the storage key is known */
+    n = deploy_arm_create_plan(&ds, NULL, q, 16);
+    cr_assert_eq(n, 6);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(strstr(q[i].url, "virtualMachineScaleSets") == NULL, "%s", q[i].url);
+        deploy_req_clear(&q[i]);
+    }
+    deploy_arm_vmss_put(&ds, "x", &q[0]);
+    cr_assert_str_eq(q[0].verb, "PUT");
+    cr_assert(
+        strstr(q[0].url, "/virtualMachineScaleSets/gw1-vmss?api-version=" DEPLOY_API_COMPUTE));
+    cr_assert(q[0].has_secret);
+    deploy_req_clear(&q[0]);
+
+    deploy_arm_storage_keys(&ds, &q[0]);
+    cr_assert_str_eq(q[0].verb, "POST");
+    cr_assert_str_eq(q[0].url, RG "resourceGroups/cmg-rg/providers/Microsoft.Storage/"
+                                  "storageAccounts/gw1/listKeys?api-version=" DEPLOY_API_STORAGE);
+    cr_assert(q[0].secret_answer);
+    deploy_req_clear(&q[0]);
 }
 
 Test(builders, delete_plan_reverse_and_tolerant)
@@ -506,17 +527,126 @@ Test(builders, install_script_gateway_ini)
     ds.password = strdup("pfx-secret");
     ds.gateway_package_url = strdup("https://example.test/cmg.tar.gz");
     unsigned char pfx[] = {0x30, 0x82, 0x01};
-    char *s = deploy_install_script(&ds, pfx, sizeof(pfx));
+    char *s = deploy_install_script(&ds, pfx, sizeof(pfx), NULL);
     cr_assert_not_null(s);
     cr_assert(strstr(s, "instances = 3\n"), "%s", s);
     cr_assert(strstr(s, "await_tunnel = 60000ms\n"), "every VM waits for a tunnel");
     cr_assert(strstr(s, "listen = 0.0.0.0:443\n"));
     cr_assert(strstr(s, "pfx-secret"));
     cr_assert(strstr(s, "curl -fsSL --retry 5 'https://example.test/cmg.tar.gz'"));
+    cr_assert(strstr(s, "store = blob") == NULL, "no key: the folder store stays");
+    cr_assert(strstr(s, "storage-key") == NULL);
+    free(s);
+}
+
+Test(builders, install_script_blob_store)
+{
+    static const char key[] = "a2V5IG9mIHRoZSB0ZXN0IHN0b3JhZ2UgYWNjb3VudA==";
+    ds.password = strdup("pfx-secret");
+    ds.gateway_package_url = strdup("https://example.test/cmg.tar.gz");
+    ds.environment = 1; /* AzureUSGovernmentCloud */
+    unsigned char pfx[] = {0x30, 0x82, 0x01};
+    char *s = deploy_install_script(&ds, pfx, sizeof(pfx), key);
+    cr_assert_not_null(s);
+    /* the key in a file only root reads, written while umask 077 holds, like the password */
+    const char *umask_077 = strstr(s, "umask 077\n"), *umask_022 = strstr(s, "umask 022\n");
+    const char *keyfile = strstr(s, "cat > /etc/cmg/storage-key.txt <<'CMG_EOF'\n");
+    cr_assert(umask_077 && umask_022 && keyfile, "%s", s);
+    cr_assert(umask_077 < keyfile && keyfile < umask_022, "the key file is written with umask 077");
+    cr_assert(strstr(keyfile, key) == keyfile + strlen("cat > /etc/cmg/storage-key.txt "
+                                                       "<<'CMG_EOF'\n"));
+    const char *ini = strstr(s, "[content]\n");
+    cr_assert_not_null(ini, "%s", s);
+    const char *want[] = {"store = blob\n", "environment = AzureUSGovernmentCloud\n",
+                          "account = gw1\n", "account_key_file = /etc/cmg/storage-key.txt\n",
+                          "container = " DEPLOY_CONTENT_CONTAINER "\n"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        cr_assert(strstr(ini, want[i]), "%s missing in:\n%s", want[i], ini);
+    cr_assert(strstr(ini, key) == NULL, "gateway.ini is world-readable: it only names the file");
+    cr_assert(strstr(ini, "blob_endpoint") == NULL, "no override: the account's own endpoint");
+    free(s);
+
+    ds.blob_endpoint = strdup("http://127.0.0.1:10000/gw1");
+    s = deploy_install_script(&ds, pfx, sizeof(pfx), key);
+    cr_assert(strstr(s, "blob_endpoint = http://127.0.0.1:10000/gw1\n"), "%s", s);
     free(s);
 }
 
 /* ---- answers ---- */
+
+#define KEY1 "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMQ=="
+#define KEY2 "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMg=="
+
+Test(answers, storage_keys)
+{
+    static const struct {
+        const char *body, *want; /* want NULL: refused, why containing err */
+        const char *err;
+    } cases[] = {
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"" KEY1 "\",\"permissions\":\"FULL\"},"
+         "{\"keyName\":\"key2\",\"value\":\"" KEY2 "\",\"permissions\":\"FULL\"}]}",
+         KEY1, NULL},
+        /* key1 wins wherever it is; permissions are matched without case */
+        {"{\"keys\":[{\"keyName\":\"key2\",\"value\":\"" KEY2 "\",\"permissions\":\"FULL\"},"
+         "{\"keyName\":\"key1\",\"value\":\"" KEY1 "\",\"permissions\":\"Full\"}]}",
+         KEY1, NULL},
+        /* a read-only key1 cannot write content: the full one is taken */
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"" KEY1 "\",\"permissions\":\"READ\"},"
+         "{\"keyName\":\"key2\",\"value\":\"" KEY2 "\",\"permissions\":\"FULL\"}]}",
+         KEY2, NULL},
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"" KEY1 "\",\"permissions\":\"READ\"}]}",
+         NULL, "full permissions"},
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"" KEY1 "\"}]}", NULL, "full permissions"},
+        {"{\"keys\":[]}", NULL, "full permissions"},
+        {"{\"keys\":{}}", NULL, "no \"keys\""},
+        {"{}", NULL, "no \"keys\""},
+        {"not json", NULL, "no \"keys\""},
+        {"", NULL, "no \"keys\""},
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"\",\"permissions\":\"FULL\"}]}", NULL,
+         "full permissions"},
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"not base64!\",\"permissions\":\"FULL\"}]}",
+         NULL, "not a storage key"},
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"abc=defg\",\"permissions\":\"FULL\"}]}",
+         NULL, "not a storage key"},
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"ab=c\",\"permissions\":\"FULL\"}]}", NULL,
+         "not a storage key"},
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"a===\",\"permissions\":\"FULL\"}]}", NULL,
+         "not a storage key"},
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":\"ab==\",\"permissions\":\"FULL\"}]}",
+         "ab==", NULL},
+        {"{\"keys\":[{\"keyName\":\"key1\",\"value\":42,\"permissions\":\"FULL\"}]}", NULL,
+         "full permissions"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char key[DEPLOY_STORAGE_KEY_MAX + 1], why[256] = "";
+        int rc = deploy_storage_key_parse(cases[i].body, strlen(cases[i].body), key, sizeof(key),
+                                          why, sizeof(why));
+        if (cases[i].want) {
+            cr_assert_eq(rc, 0, "case %zu: %s", i, why);
+            cr_assert_str_eq(key, cases[i].want, "case %zu", i);
+        } else {
+            cr_assert_neq(rc, 0, "case %zu accepted", i);
+            cr_assert_str_eq(key, "", "case %zu: nothing copied", i);
+            cr_assert(strstr(why, cases[i].err), "case %zu: %s", i, why);
+            cr_assert(strstr(why, KEY1) == NULL, "case %zu: the reason shows no key", i);
+        }
+    }
+    char key[DEPLOY_STORAGE_KEY_MAX + 1], why[256];
+    cr_assert_neq(deploy_storage_key_parse(NULL, 0, key, sizeof(key), why, sizeof(why)), 0);
+
+    /* longer than a storage key, or than the caller's buffer */
+    char big[600], body[800];
+    memset(big, 'A', 200);
+    big[200] = '\0';
+    snprintf(body, sizeof(body),
+             "{\"keys\":[{\"keyName\":\"key1\",\"value\":\"%s\",\"permissions\":\"FULL\"}]}", big);
+    cr_assert_neq(deploy_storage_key_parse(body, strlen(body), key, sizeof(key), why, sizeof(why)),
+                  0);
+    const char *ok = "{\"keys\":[{\"keyName\":\"key1\",\"value\":\"" KEY1 "\",\"permissions\":"
+                     "\"FULL\"}]}";
+    cr_assert_neq(deploy_storage_key_parse(ok, strlen(ok), key, 16, why, sizeof(why)), 0,
+                  "a buffer too small is refused, not cut");
+}
 
 Test(answers, arm_error_shapes)
 {

@@ -401,7 +401,8 @@ static const char *azure_flags[][2] = {
     {"group-name", "cmg-rg"},
     {"admin-ssh-public-key", "ssh-ed25519 AAAA"},
     {"gateway-package-url", "https://example.test/cmg.tgz"},
-    {"arm-endpoint", "http://127.0.0.1:8080"}};
+    {"arm-endpoint", "http://127.0.0.1:8080"},
+    {"blob-endpoint", "http://127.0.0.1:10000/gw1"}};
 
 /* Fresh settings for a good Azure deployment, but flag = value when flag is given. */
 static void azure_settings(const char *flag, const char *value)
@@ -429,6 +430,7 @@ Test(check, azure_values)
                             {"region", "West Europe", "lowercase"},
                             {"group-name", "rg.", "must not end with a period"},
                             {"arm-endpoint", "http://arm.example.test", "use https://"},
+                            {"blob-endpoint", "http://blob.example.test/gw1", "use https://"},
                             {"gateway-package-url", "http://example.test/x", "over https"},
                             {"tenant-id", "contoso", "neither a tenant id"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -464,5 +466,46 @@ Test(check, gateway_ini_of_an_instance)
                           "[tunnel]\n",      "listen = 127.0.0.1:10126\n"};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         cr_assert(strstr(text, want[i]), "%s missing in:\n%s", want[i], text);
+    free(text);
+}
+
+Test(check, gateway_ini_blob_store)
+{
+    use_cert("gw1.contoso.com", NULL);
+    cr_assert_eq(deploy_settings_check(&ds, &m), 0, "%s", msgs_all());
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    struct deploy_gw_place pl = {.instance_id = 0,
+                                 .instances = 2,
+                                 .listen = "0.0.0.0:443",
+                                 .tunnel_listen = "0.0.0.0:10124",
+                                 .admin_listen = "127.0.0.1:9180",
+                                 .pfx_file = "service.pfx",
+                                 .pfx_password_file = "pw.txt",
+                                 .log_file = "gw.log",
+                                 .content_account = "gw1",
+                                 .content_key_file = "storage-key.txt"};
+    cr_assert_eq(deploy_gateway_ini(&ds, &pl, f), 0);
+    fclose(f);
+    const char *content = strstr(text, "[content]\n");
+    cr_assert_not_null(content, "%s", text);
+    const char *want[] = {"store = blob\n",        "environment = AzurePublicCloud\n",
+                          "account = gw1\n",       "account_key_file = storage-key.txt\n",
+                          "container = content\n", "storage_alert = 2000g\n"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        cr_assert(strstr(content, want[i]), "%s missing in:\n%s", want[i], text);
+    cr_assert(strstr(content, "folder =") == NULL, "%s", text);
+    free(text);
+
+    /* a [gateway.content] setting of the operator's still wins */
+    struct deploy_msgs m2 = {0};
+    cr_assert_eq(deploy_settings_add_gateway(&ds, "content.container=other", "test", &m2), 0);
+    text = NULL;
+    f = open_memstream(&text, &len);
+    cr_assert_eq(deploy_gateway_ini(&ds, &pl, f), 0);
+    fclose(f);
+    cr_assert(strstr(text, "container = other\n"), "%s", text);
+    cr_assert(strstr(text, "container = content\n") == NULL, "%s", text);
     free(text);
 }
