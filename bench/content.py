@@ -319,6 +319,20 @@ def write_markdown(path, res):
                                ("p99_ms", "p99 latency (ms)", 2)):
             lines.append(f"| {size} | {label} | {fmt(c.get(key), nd)} | {fmt(n.get(key), nd)} | "
                          f"{fmt(r.get(key), 2)} |")
+    lines += ["", "Every run (server CPU per request in µs; `fills` is the gateway's fills during the "
+              "measured server's life, 1 for the warm-up of a fresh cache, 0 when the cache "
+              "folder was already filled by an earlier round):", "",
+              "| round | object | server | CPU/request | MiB/s | p99 ms | fills | ok |",
+              "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in res["runs"]:
+        lines.append(f"| {r['round']} | {r['size']} | {r['server']} | "
+                     f"{fmt(r.get('cpu_us_per_req'), 1)} | {fmt(r.get('mib_s'), 0)} | "
+                     f"{fmt(r.get('p99_ms'), 2)} | {r.get('fills', '–')} | {r['ok']} |")
+    lines += ["", "Host-speed index (`openssl speed -mr -seconds 1 ecdsap256` on CPU "
+              f"{s['server_cpu']}, signatures/s) before and after each round: " +
+              ", ".join(f"{h.get('round')}{h.get('when')[0]} {fmt(h.get('ecdsap256_sign_per_s'), 0)}"
+                        for h in res["host_index"]) + ". A drop within a round means the host "
+              "slowed down during it; the medians keep such a round from deciding the result."]
     h = res["hashing"]
     lines += ["", "## PeerDist hashing on one core", "",
               "`peerdist-speed` (the hasher computing CI 1.0 and 2.0 hashes in one pass, as the "
@@ -326,12 +340,19 @@ def write_markdown(path, res):
               f"CPU {s['server_cpu']}.", "", "```", h.get("peerdist_speed_output", "").strip(),
               "```", "",
               f"openssl speed sha256 (16 KiB blocks): {fmt(h.get('openssl_speed_sha256_16k_MBps'), 0)} MB/s; "
-              f"hasher CI 1.0 / that limit: {fmt(res.get('hashing_v1_vs_openssl_sha256'), 2)}.", ""]
+              f"hasher CI 1.0 / that limit: {fmt(res.get('hashing_v1_vs_openssl_sha256'), 2)} "
+              "(the goal: at least 0.80). CI 2.0 is SHA-512 by definition, so its limit is "
+              "SHA-512's speed, which the line \"CI 2.0 against EVP SHA-512\" compares with; "
+              "a fill computes both, at the sum of their costs.", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--report"]:  # content.py --report DIR: content.md again from content.json
+        with open(os.path.join(sys.argv[2], "content.json")) as f:
+            write_markdown(os.path.join(sys.argv[2], "content.md"), json.load(f))
+        sys.exit(0)
     try:
         sys.exit(main())
     finally:
