@@ -333,7 +333,8 @@ def binary_info(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     st = os.stat(path)
-    return {"path": path, "sha256": h.hexdigest(),
+    shown = os.path.relpath(path, ROOT) if os.path.abspath(path).startswith(ROOT + os.sep) else path
+    return {"path": shown, "sha256": h.hexdigest(),
             "mtime": datetime.datetime.fromtimestamp(st.st_mtime).astimezone()
             .isoformat(timespec="seconds")}
 

@@ -99,6 +99,10 @@ void gw_conn_kick(struct gw_conn *c);
 char *gw_conn_out_space(struct gw_conn *c, size_t n);
 void gw_conn_out_commit(struct gw_conn *c, size_t n);
 
+/* router.c: s with & < > " ' escaped for XML, into out (NUL-terminated; cut short if out
+ * holds less than 6 bytes per character of s plus 7). Returns the length written. */
+size_t gw_xml_escape(char *out, size_t len, const char *s);
+
 /* content.c: content requests. */
 #define GW_CONTENT_PREFIX "/cmgcontent/"
 /* Answers (or parks, or starts streaming) a content-location or content request; false if

@@ -275,38 +275,16 @@ static bool gw_parse_http_date(const char *v, size_t len, int64_t *out)
 /* Appends s to the XML attribute being built, escaped. */
 static void gw_xml_attr(char **buf, size_t *len, size_t *cap, const char *s)
 {
-    for (; *s; s++) {
-        const char *rep = NULL;
-        switch (*s) {
-        case '&':
-            rep = "&amp;";
-            break;
-        case '<':
-            rep = "&lt;";
-            break;
-        case '>':
-            rep = "&gt;";
-            break;
-        case '"':
-            rep = "&quot;";
-            break;
-        case '\'':
-            rep = "&apos;";
-            break;
-        }
-        size_t n = rep ? strlen(rep) : 1;
-        if (*len + n + 1 > *cap) {
-            size_t nc = *cap * 2 + n + 64;
-            char *p = realloc(*buf, nc);
-            if (!p)
-                abort();
-            *buf = p;
-            *cap = nc;
-        }
-        memcpy(*buf + *len, rep ? rep : s, n);
-        *len += n;
-        (*buf)[*len] = '\0';
+    size_t need = strlen(s) * 6 + 8; /* the escaper's bound: "&apos;" is 6 bytes */
+    if (*len + need > *cap) {
+        size_t nc = *cap * 2 + need;
+        char *p = realloc(*buf, nc);
+        if (!p)
+            abort();
+        *buf = p;
+        *cap = nc;
     }
+    *len += gw_xml_escape(*buf + *len, *cap - *len, s);
 }
 
 static void gw_xml_raw(char **buf, size_t *len, size_t *cap, const char *fmt, ...)

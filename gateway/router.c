@@ -25,7 +25,7 @@ bool gw_router_method_allowed(enum httpreq_method m)
 }
 
 /* Escapes &, <, >, " and ' for XML text. Returns bytes written (truncates to fit). */
-static size_t gw_xml_escape(char *out, size_t len, const char *s)
+size_t gw_xml_escape(char *out, size_t len, const char *s)
 {
     size_t o = 0;
     for (; *s && o + 7 < len; s++) {
