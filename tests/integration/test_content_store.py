@@ -191,7 +191,7 @@ class Common:
         self.assertIn("missing FOLDER", r.stderr)
         r = cmgctl("list")
         self.assertEqual(r.returncode, 2)
-        self.assertIn("-c GATEWAY.INI is required", r.stderr)
+        self.assertIn("-c GATEWAY.INI or --deployment STATE_DIR", r.stderr)
         r = cmgctl("remove", "-c", self.ini, "P4", "--bogus")
         self.assertEqual(r.returncode, 2)
         r = cmgctl("remove", "-c", self.ini, "..")
