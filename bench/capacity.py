@@ -26,7 +26,6 @@ import datetime
 import json
 import math
 import os
-import re
 import resource
 import shutil
 import signal
@@ -36,9 +35,11 @@ import sys
 import time
 
 import benchlib
-from benchlib import (BENCH, ROOT, T_START, binary_info, children, cleanup, env, fill, fmt,
-                      free_port, log, med, on_term, q, ratio, rss_kib, spawn)
+from benchlib import (BENCH, ROOT, T_START, binary_info, cleanup, env, fill, free_port, log,
+                      med, on_term, q, rss_kib, spawn)
+from capreport import relay_reference, write_markdown, write_plots
 from relay import Proc, listening, wait_for
+from sidebyside import handshakes, idle
 
 ROLE = "72057594037927939"
 HIERARCHY = "5e0b1b52-2f0a-4d3c-9a11-0c8a7f3e2d61"
@@ -76,7 +77,7 @@ def settings(smoke):
                   .split(",") if p],
         "profiles": [p for p in env("BENCH_PROFILES", "standard" if smoke else
                                     "lab,standard,large").split(",") if p],
-        "steps": ints(env("BENCH_STEPS", "300" if smoke else "2000,10000,19000")),
+        "steps": ints(env("BENCH_STEPS", "300" if smoke else "2000,10000,18500")),
         "p99_objective_ms": env("BENCH_P99_MS", 100.0, float),
         "rate": env("BENCH_RATE", 300.0 if smoke else 500.0, float),
         "inflight": env("BENCH_INFLIGHT", 200, int),
@@ -345,6 +346,10 @@ def run_bench(ctx, dep, clients_list, label):
     procs, paths, logs = [], [], []
     tcp0 = benchlib.sockstat_tcp_mem_pages()
     rss0 = {g.label: rss_kib(g.proc.pid) for g in dep.gws}
+    # other load on the host: busy CPU time not spent by the processes of this run
+    stat0, ru0, t0 = benchlib.cpu_stat(), resource.getrusage(resource.RUSAGE_CHILDREN), \
+        time.monotonic()
+    srv0 = sum(benchlib.cpu_ticks(p.proc.pid) for p in dep.all() if p.alive())
     deadline = 0
     for i, n in enumerate(clients_list):
         path = os.path.join(dep.run_dir, f"bench-{label}-{i}.json")
@@ -388,6 +393,15 @@ def run_bench(ctx, dep, clients_list, label):
                 p.wait(timeout=10)
     for lf in logs:
         lf.close()
+    wall = time.monotonic() - t0
+    stat1, ru1 = benchlib.cpu_stat(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    srv1 = sum(benchlib.cpu_ticks(p.proc.pid) for p in dep.all() if p.alive())
+    busy = sum(stat1[c][0] - stat0[c][0] for c in stat1 if c in stat0) / benchlib.CLK_TCK
+    ours = (srv1 - srv0) / benchlib.CLK_TCK + (ru1.ru_utime + ru1.ru_stime) - \
+        (ru0.ru_utime + ru0.ru_stime)
+    load = {"wall_s": round(wall, 1), "host_busy_cpus": round(busy / wall, 2),
+            "this_run_cpus": round(ours / wall, 2),
+            "other_load_cpus": round(max(0.0, busy - ours) / wall, 2)}
     reports = []
     for i, path in enumerate(paths):
         try:
@@ -400,6 +414,7 @@ def run_bench(ctx, dep, clients_list, label):
                             "exit_status": procs[i].returncode})
     summary = merge(reports, clients_list)
     summary["exit_status"] = [p.returncode for p in procs]
+    summary["host_load"] = load
     summary["rss_before_kib"] = rss0
     summary["mid_hold"] = mid
     if mid and tcp0 is not None and mid.get("tcp_mem_pages") is not None:
@@ -551,6 +566,7 @@ def capacity_step(ctx, profile, clients):
         # the smoke check asserts sanity only (every client held, no error), never timing
         objective = None if ctx["s"]["mode"] == "smoke" else ctx["s"]["p99_objective_ms"]
         rec["pass"], rec["reasons"] = step_passes(summary, objective)
+        rec["sane"] = step_passes(summary, None)[0]
     except Exception as e:  # noqa: BLE001
         rec["pass"], rec["reasons"] = False, [f"setup or run failed: {e}"]
         rec["error"] = str(e)
@@ -563,6 +579,7 @@ def capacity_step(ctx, profile, clients):
     sm = rec.get("summary") or {}
     lc = sm.get("latency_cycle_hold") or {}
     log(f"  {profile} {clients:,}: held {sm.get('held')}/{clients}, errors {sm.get('errors')}, "
+        f"other load {(sm.get('host_load') or {}).get('other_load_cpus')} CPUs, "
         f"p50 {lc.get('p50_ms')} p99 {lc.get('p99_ms')} p99.9 {lc.get('p99_9_ms')} ms, "
         f"{(sm.get('server') or {}).get('kib_per_held_client')} KiB/client -> "
         f"{'pass' if rec['pass'] else 'FAIL: ' + '; '.join(rec['reasons'])}")
@@ -572,29 +589,40 @@ def capacity_step(ctx, profile, clients):
 def capacity_profile(ctx, profile):
     s = ctx["s"]
     steps, runs = sorted(s["steps"]), []
-    best = None
-    fail_at = None
+    best, first_fail = None, None
     for n in steps:
         r = capacity_step(ctx, profile, n)
         runs.append(r)
         if r["pass"]:
-            best = r
-        else:
-            fail_at = n
-            break
-    if fail_at is not None and len(runs) >= 1 and s["mode"] == "full":
+            best = r if not best or n > best["clients"] else best
+        elif first_fail is None:
+            first_fail = n
+        if not r.get("sane"):
+            break  # clients lost or errors: a bigger step would not hold them either
+    if (first_fail is not None and s["mode"] == "full" and
+            (not best or best["clients"] < first_fail)):
         lo = best["clients"] if best else 0
-        mid = (lo + fail_at) // 2
-        if mid > lo and mid - lo >= 500:
+        mid = (lo + first_fail) // 2
+        if mid - lo >= 500:
             r = capacity_step(ctx, profile, mid)
             runs.append(r)
             if r["pass"]:
                 best = r
+    top = max(steps)
     out = {"profile": profile, "runs": runs,
            "max_clients_measured": best["clients"] if best else 0,
-           "limited_by": ("the open-file cap of this machine" if best and fail_at is None
-                          else f"the objective failed at {fail_at:,}" if fail_at else "—")}
-    out["derived"] = derive(ctx, profile, best)
+           "limited_by": ("the open-file cap of one process on this machine"
+                          if best and best["clients"] == top
+                          else f"the objective was missed at {first_fail:,}" if first_fail
+                          else "—")}
+    # memory and CPU per held client do not depend on the latency: the largest run that held
+    # every client without an error is the one to derive from
+    sane = [r for r in runs if r.get("sane")]
+    basis = max(sane, key=lambda r: r["clients"]) if sane else None
+    out["derived"] = derive(ctx, profile, basis)
+    if basis and basis is not best:
+        out["derived_note"] = (f"derived from the {basis['clients']:,}-client run, which held "
+                               "every client with no error but missed the p99 objective")
     return out
 
 
@@ -690,606 +718,6 @@ def aggregate(ctx):
 
 
 # --------------------------------------------------------------------------------------------
-# servers for the side-by-side parts
-
-
-class Plain:
-    """A gateway (or several instances) or an nginx answering locally over TLS."""
-
-    def __init__(self, ctx, kind, tag, key, ports, instances=1, tickets=False):
-        self.ctx, self.kind, self.ports, self.n = ctx, kind, ports, instances
-        self.run_dir = os.path.join(ctx["work"], "runs", tag)
-        os.makedirs(os.path.join(self.run_dir, "tmp"), exist_ok=True)
-        pki = ctx["pki"]
-        cert, keyf = ((os.path.join(pki, "server-chain.pem"), os.path.join(pki, "server.key"))
-                      if key == "ecdsa" else (ctx["rsa_chain"], os.path.join(pki, "server-rsa.key")))
-        self.procs = []
-        cpu = ctx["s"]["server_cpu"]
-        if kind == "cmg":
-            for i in range(instances):
-                cfg = os.path.join(self.run_dir, f"gateway{i}.ini")
-                with open(cfg, "w") as f:
-                    f.write(fill("gateway-plain.ini.in", {
-                        "INSTANCE": i, "LISTEN": ", ".join(f"127.0.0.1:{p}" for p in ports),
-                        "WORKERS": 1, "APORT": free_port(), "CERT": cert, "KEY": keyf,
-                        "TICKETS": "true" if tickets else "false"}))
-                self.procs.append(Proc("edge", f"gateway{i}", [ctx["gateway"], "-c", cfg], cpu,
-                                       self.run_dir))
-        else:
-            body = "x" * 216
-            listens = "\n".join(f"        listen 127.0.0.1:{p} ssl backlog=4096"
-                                f"{' reuseport' if instances > 1 else ''};" for p in ports)
-            cfg = os.path.join(self.run_dir, "nginx.conf")
-            with open(cfg, "w") as f:
-                f.write(fill("nginx-plain.conf.in", {
-                    "D": self.run_dir, "WORKERS": instances, "WC": 19500, "LISTENS": listens,
-                    "CERT": cert, "KEY": keyf, "TICKETS": "on" if tickets else "off",
-                    "BODY": body}))
-            self.procs.append(Proc("edge", "nginx", ["nginx", "-c", cfg, "-p", self.run_dir],
-                                   cpu, self.run_dir))
-        wait_for(lambda: all(listening(p) for p in ports), 15, f"{kind} listeners", self.procs)
-        if kind == "nginx":
-            wait_for(lambda: len(children(self.procs[0].proc.pid)) >= instances, 10,
-                     "nginx workers", self.procs)
-
-    def pids(self):
-        out = []
-        for p in self.procs:
-            out += p.pids()
-        return out
-
-    def worker_pids(self):
-        if self.kind == "nginx":
-            return children(self.procs[0].proc.pid)
-        return [p.proc.pid for p in self.procs]
-
-    def command(self):
-        return [q(p.argv) for p in self.procs]
-
-    def stop(self):
-        return {p.label: p.stop() for p in self.procs}
-
-
-# --------------------------------------------------------------------------------------------
-# part: handshakes
-
-
-def openssl_limits(cpu):
-    argv = ["taskset", "-c", cpu, "openssl", "speed", "-mr", "-seconds", "1", "ecdsap256",
-            "rsa2048", "ecdhx25519"]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    out = {"command": q(argv)}
-    m = re.search(r"^\+F4:\d+:256:([\d.]+):([\d.]+)", p.stdout, re.M)
-    if m:
-        out["ecdsap256_sign_per_s"], out["ecdsap256_verify_per_s"] = float(m[1]), float(m[2])
-    m = re.search(r"^\+F2:\d+:2048:([\d.]+):([\d.]+)", p.stdout, re.M)
-    if m:
-        out["rsa2048_sign_per_s"], out["rsa2048_verify_per_s"] = float(m[1]), float(m[2])
-    m = re.search(r"^\+F5:\d+:253:([\d.]+)", p.stdout, re.M)
-    if m:
-        out["x25519_op_per_s"] = float(m[1])
-    x = out.get("x25519_op_per_s")
-    # a full TLS 1.3 handshake costs the server one signature and two X25519 operations
-    # (its key share and the shared secret)
-    if x and out.get("ecdsap256_sign_per_s"):
-        out["crypto_floor_us_ecdsa"] = round(1e6 / out["ecdsap256_sign_per_s"] + 2e6 / x, 1)
-    if x and out.get("rsa2048_sign_per_s"):
-        out["crypto_floor_us_rsa"] = round(1e6 / out["rsa2048_sign_per_s"] + 2e6 / x, 1)
-    return out
-
-
-def handshake_run(ctx, kind, key, rnd):
-    s = ctx["s"]
-    port = free_port()
-    rec = {"server": kind, "key": key, "round": rnd}
-    srv = None
-    try:
-        srv = Plain(ctx, kind, f"hs-{kind}-{key}-{rnd}", key, [port])
-        path = os.path.join(srv.run_dir, "bench.json")
-        argv = ["taskset", "-c", s["client_cpu"], ctx["bench"], "--mode", "handshake",
-                "--connect", f"127.0.0.1:{port}", "--clients", s["hs_clients"], "--rate", 10000,
-                "--inflight", s["hs_clients"], "--ramp-timeout", s["hs_warmup"], "--hold",
-                s["hs_seconds"], "--ramp-down", 0, "--tls", "1.3", "--json", path]
-        for pid in srv.pids():
-            argv += ["--server-pid", pid]
-        argv = [str(a) for a in argv]
-        rec["command"] = q(argv)
-        rec["server_command"] = srv.command()
-        p = subprocess.run(argv, capture_output=True, text=True,
-                           timeout=s["hs_warmup"] + s["hs_seconds"] + 60)
-        with open(path) as f:
-            j = json.load(f)
-        rec["handshakes_per_s"] = round(j["hold"]["handshakes_per_s"], 1)
-        rec["server_cpu_us_per_handshake"] = round(j["server"]["cpu_us_per_handshake_hold"], 1)
-        rec["server_cores"] = round(j["server"]["cpu_cores_hold"], 3)
-        rec["errors"] = j["all"]["errors"]
-        rec["p99_ms"] = j["hold"]["latency_handshake"]["p99_ms"]
-        rec["ok"] = p.returncode == 0 and j["all"]["errors"] == 0
-        if not rec["ok"]:
-            rec["error"] = f"cmg-bench exit {p.returncode}, errors {j['all']['errors_by_kind']} " \
-                           f"{j.get('first_errors')}"
-    except Exception as e:  # noqa: BLE001
-        rec["ok"] = False
-        rec["error"] = str(e)
-    finally:
-        if srv:
-            rec["stop"] = srv.stop()
-    log(f"  handshake {kind} {key} r{rnd}: {rec.get('handshakes_per_s')}/s, server "
-        f"{rec.get('server_cpu_us_per_handshake')} µs/handshake ({rec.get('server_cores')} "
-        f"cores){'' if rec.get('ok') else ' FAILED: ' + str(rec.get('error'))}")
-    return rec
-
-
-def handshakes(ctx):
-    s = ctx["s"]
-    runs = []
-    limits = openssl_limits(s["server_cpu"])
-    for rnd in range(1, s["hs_rounds"] + 1):
-        for key in ("ecdsa", "rsa"):
-            for kind in ("cmg", "nginx"):
-                runs.append(handshake_run(ctx, kind, key, rnd))
-    limits_after = openssl_limits(s["server_cpu"])
-    med_ = {}
-    for key in ("ecdsa", "rsa"):
-        for kind in ("cmg", "nginx"):
-            ok = [r for r in runs if r["key"] == key and r["server"] == kind and r.get("ok")]
-            med_[f"{kind}_{key}"] = {
-                "runs_ok": len(ok),
-                "handshakes_per_s": med([r["handshakes_per_s"] for r in ok]),
-                "server_cpu_us_per_handshake": med([r["server_cpu_us_per_handshake"] for r in ok]),
-                "server_cores": med([r["server_cores"] for r in ok])}
-    ratios = {}
-    for key in ("ecdsa", "rsa"):
-        a, b = med_[f"cmg_{key}"], med_[f"nginx_{key}"]
-        ratios[key] = {
-            "handshakes_per_s_cmg_over_nginx": ratio(a["handshakes_per_s"], b["handshakes_per_s"]),
-            "cpu_per_handshake_cmg_over_nginx": ratio(a["server_cpu_us_per_handshake"],
-                                                      b["server_cpu_us_per_handshake"]),
-            "cpu_per_handshake_cmg_over_crypto_floor": ratio(
-                a["server_cpu_us_per_handshake"], limits.get(f"crypto_floor_us_{key}"))}
-    return {"runs": runs, "medians": med_, "ratios": ratios, "openssl_before": limits,
-            "openssl_after": limits_after,
-            "goal": {"ecdsa_cpu_us_per_handshake_max": 300,
-                     "met": (med_["cmg_ecdsa"]["server_cpu_us_per_handshake"] or 1e9) <= 300}}
-
-
-# --------------------------------------------------------------------------------------------
-# part: idle memory
-
-
-def read_line(proc, prefix, deadline):
-    """The first stdout line of proc starting with prefix, or None by the deadline."""
-    import selectors
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    buf = b""
-    try:
-        while time.monotonic() < deadline:
-            for _ in sel.select(timeout=0.5):
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if not chunk:
-                    return None
-                buf += chunk
-                for line in buf.decode(errors="replace").splitlines():
-                    if line.startswith(prefix):
-                        return line
-            if proc.poll() is not None and not buf:
-                return None
-    finally:
-        sel.close()
-    return None
-
-
-def kv(line):
-    return {k: int(v) if v.isdigit() else v for k, v in re.findall(r"(\w+)=([\w.]+)", line or "")}
-
-
-def idle_run(ctx, kind, n):
-    s = ctx["s"]
-    procs_n = 1 if n <= s["idle_per_proc_max"] else s["idle_procs_big"]
-    ports = [free_port() for _ in range(4)]
-    rec = {"server": kind, "connections": n, "server_processes": procs_n, "ok": False}
-    srv = None
-    clients = []
-    try:
-        srv = Plain(ctx, kind, f"idle-{kind}-{n}", "ecdsa", ports, instances=procs_n,
-                    tickets=True)
-        rec["server_command"] = srv.command()
-        base = lambda port: [ctx["idle_client"], "-p", str(port), "-t", "1.3",  # noqa: E731
-                             "-u", "/CCM_Proxy_MutualAuth/ServiceMetadata"]
-        warm = ["taskset", "-c", s["client_cpu"]] + base(ports[0]) + ["-n", "20", "-H", "0"]
-        subprocess.run(warm, capture_output=True, timeout=60)
-        time.sleep(2)
-        mem_pids = srv.worker_pids()
-        all_pids = srv.pids()
-        before = sum(rss_kib(p) for p in mem_pids)
-        before_all = sum(rss_kib(p) for p in all_pids)
-        tcp0 = benchlib.sockstat_tcp_mem_pages()
-        per = [n // procs_n + (1 if i < n % procs_n else 0) for i in range(procs_n)]
-        est = max(60, n / s["idle_rate"] * 2 + 60)
-        for i, k in enumerate(per):
-            argv = ["taskset", "-c", s["client_cpu"]] + base(ports[i % 4]) + [
-                "-n", str(k), "-r", str(max(1, s["idle_rate"] // procs_n)), "-c", "256",
-                "-H", str(int(est + 120)), "-T", str(int(est))]
-            rec.setdefault("client_commands", []).append(q(argv))
-            clients.append(spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
-        ready = [read_line(c, "READY", time.monotonic() + est + 30) for c in clients]
-        rec["ready"] = [kv(x) for x in ready]
-        time.sleep(2)
-        after = sum(rss_kib(p) for p in mem_pids)
-        after_all = sum(rss_kib(p) for p in all_pids)
-        tcp1 = benchlib.sockstat_tcp_mem_pages()
-        ok_n = sum(r.get("ok", 0) for r in rec["ready"])
-        rec.update({"answered": ok_n, "rss_before_kib": before, "rss_after_kib": after,
-                    "kib_per_conn": round((after - before) / n, 2),
-                    "kib_per_conn_with_master": round((after_all - before_all) / n, 2),
-                    "kernel_tcp_mem_delta_kib": (tcp1 - tcp0) * os.sysconf("SC_PAGE_SIZE")
-                    // 1024 if tcp0 is not None and tcp1 is not None else None})
-        for c in clients:
-            c.send_signal(signal.SIGUSR1)
-        done = [read_line(c, "DONE", time.monotonic() + 30) for c in clients]
-        rec["done"] = [kv(x) for x in done]
-        held = sum(d.get("held", 0) for d in rec["done"])
-        rec["held"] = held
-        rec["ok"] = ok_n == n and held == n
-        if not rec["ok"]:
-            rec["error"] = f"{ok_n} of {n} answered, {held} held to the end"
-    except Exception as e:  # noqa: BLE001
-        rec["error"] = str(e)
-    finally:
-        for c in clients:
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
-                try:
-                    c.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    c.kill()
-                    c.wait(timeout=5)
-        if srv:
-            rec["stop"] = srv.stop()
-    log(f"  idle {kind} {n:,}: {rec.get('kib_per_conn')} KiB/connection over "
-        f"{procs_n} process(es){'' if rec['ok'] else ' FAILED: ' + str(rec.get('error'))}")
-    return rec
-
-
-def idle(ctx):
-    runs = []
-    for n in ctx["s"]["idle_sizes"]:
-        for kind in ("cmg", "nginx"):
-            runs.append(idle_run(ctx, kind, n))
-    ratios = {}
-    for n in ctx["s"]["idle_sizes"]:
-        a = next((r for r in runs if r["server"] == "cmg" and r["connections"] == n
-                  and r["ok"]), None)
-        b = next((r for r in runs if r["server"] == "nginx" and r["connections"] == n
-                  and r["ok"]), None)
-        ratios[str(n)] = ratio(a and a["kib_per_conn"], b and b["kib_per_conn"])
-    return {"runs": runs, "ratios_cmg_over_nginx": ratios, "goal_kib_per_conn": 10}
-
-
-# --------------------------------------------------------------------------------------------
-# report
-
-
-def write_plots(res, out_dir, work):
-    if not shutil.which("gnuplot"):
-        res["notes"].append("gnuplot is not installed: no plots")
-        return []
-    term = benchlib.gnuplot_png_term("900,520")
-    made = []
-    cap = res.get("capacity") or {}
-    series = []
-    for prof, c in cap.items():
-        pts = sorted((r["clients"], (r.get("summary") or {}).get("latency_cycle_hold", {})
-                      .get("p99_ms")) for r in c["runs"])
-        pts = [(x, y) for x, y in pts if y is not None]
-        if pts:
-            dat = os.path.join(work, f"p99-{prof}.dat")
-            with open(dat, "w") as f:
-                for x, y in pts:
-                    f.write(f"{x} {y}\n")
-            series.append((PROFILES[prof]["label"], dat))
-    agg = res.get("aggregate") or {}
-    agg_p = (agg.get("summary") or {}).get("latency_cycle_hold", {}).get("p99_ms")
-    if agg_p is not None:
-        dat = os.path.join(work, "p99-agg.dat")
-        with open(dat, "w") as f:
-            f.write(f"{agg['clients']} {agg_p}\n")
-        series.append((f"{agg['instances']} instances together", dat))
-    if series:
-        png = os.path.join(out_dir, "capacity-p99.png")
-        obj = res["settings"]["p99_objective_ms"]
-        plots = [f"'{d}' using 1:2 with linespoints lw 2 pt 7 title '{t}'" for t, d in series]
-        plots.append(f"{obj} with lines dt 2 lc rgb '#aa3333' title 'objective {obj:g} ms'")
-        gp = (f"set terminal {term}\nset output '{png}'\n"
-              f"set title 'Policy-cycle requests: p99 latency against clients held "
-              f"({res['date']})'\n"
-              "set xlabel 'clients held'\nset ylabel 'p99 (ms)'\nset grid\nset key top left\n"
-              "set logscale x\nset yrange [0:*]\n"
-              "plot " + ", \\\n     ".join(plots) + "\n")
-        if run_gnuplot(gp, work, "capacity-p99.gp", res):
-            made.append(os.path.basename(png))
-    bars = []
-    hs = (res.get("handshake") or {}).get("ratios") or {}
-    for key, lab in (("ecdsa", "ECDSA"), ("rsa", "RSA")):
-        r = hs.get(key) or {}
-        if r.get("handshakes_per_s_cmg_over_nginx"):
-            bars.append((f"handshakes/s {lab}", r["handshakes_per_s_cmg_over_nginx"]))
-        if r.get("cpu_per_handshake_cmg_over_nginx"):
-            bars.append((f"CPU/handshake {lab}", r["cpu_per_handshake_cmg_over_nginx"]))
-    for n, v in ((res.get("idle") or {}).get("ratios_cmg_over_nginx") or {}).items():
-        if v:
-            bars.append((f"idle KiB/conn {int(n) // 1000}k", v))
-    rel = res.get("relay_reference") or {}
-    for k, lab in (("rps_cmg_over_haproxy", "relay req/s vs HAProxy"),
-                   ("rps_cmg_over_nginx", "relay req/s vs nginx")):
-        if rel.get(k):
-            bars.append((lab, rel[k]))
-    if bars:
-        dat = os.path.join(work, "ratios.dat")
-        with open(dat, "w") as f:
-            for lab, v in bars:
-                f.write(f"\"{lab}\" {v}\n")
-        png = os.path.join(out_dir, "capacity-ratios.png")
-        gp = (f"set terminal {term}\nset output '{png}'\n"
-              f"set title 'cmg / peer (same machine, medians; {res['date']})'\n"
-              "set style data histograms\nset style fill solid 0.7 border -1\n"
-              "set boxwidth 0.6\nset yrange [0:*]\nset grid ytics\nset xtics rotate by -30\n"
-              "set ylabel 'ratio (1 = equal)'\n"
-              f"plot '{dat}' using 2:xtic(1) notitle lc rgb '#4477aa', 1 with lines dt 2 "
-              "lc rgb '#aa3333' notitle, \\\n"
-              f"     '' using 0:2:(sprintf('%.2f', $2)) with labels offset 0,1 notitle\n")
-        if run_gnuplot(gp, work, "capacity-ratios.gp", res):
-            made.append(os.path.basename(png))
-    return made
-
-
-def run_gnuplot(gp, work, name, res):
-    path = os.path.join(work, name)
-    with open(path, "w") as f:
-        f.write(gp)
-    p = subprocess.run(["gnuplot", path], capture_output=True, text=True, timeout=60)
-    if p.returncode != 0:
-        res["notes"].append(f"gnuplot {name}: {p.stderr.strip()[:300]}")
-        return False
-    return True
-
-
-def relay_reference(out_dir):
-    """The relay benchmark's medians (bench/relay.py) from the same results folder."""
-    path = os.path.join(out_dir, "relay.json")
-    try:
-        with open(path) as f:
-            j = json.load(f)
-    except (OSError, ValueError):
-        return None
-    t = j.get("throughput") or {}
-    m, r = t.get("medians") or {}, t.get("ratios") or {}
-    out = {"file": "relay.json", "started": j.get("started"), "mode": j.get("mode"),
-           "medians": {k: {x: v.get(x) for x in ("rps", "p99_ms", "cpu_us_per_req")}
-                       for k, v in m.items()}}
-    for peer in ("haproxy", "nginx"):
-        rr = r.get(f"cmg/{peer}") or r.get(peer) or {}
-        if isinstance(rr, dict):
-            out[f"rps_cmg_over_{peer}"] = rr.get("rps")
-            out[f"cpu_cmg_over_{peer}"] = rr.get("edge_relay_cpu_us")
-    return out
-
-
-def ms(x):
-    return fmt(x, 2) if x is not None else "–"
-
-
-def write_markdown(path, res):
-    L = []
-    s = res["settings"]
-    L.append(f"# Capacity: clients per VM size, and side by side with nginx ({res['date']})\n")
-    L.append(f"Mode **{res['mode']}**, {res['started']} → {res.get('finished')}, "
-             f"{res['runtime_s']:.0f} s. Reproduce: `make bench-capacity`. Host: "
-             f"{res['host']['cpu_model']}, {res['host']['cpus']} CPUs. Every figure below is "
-             "measured on this host unless it says **derived**.\n")
-    if res["failures"]:
-        L.append("**Failures:**\n")
-        L += [f"- {x}" for x in res["failures"]]
-        L.append("")
-    emu = res.get("emulation") or {}
-    cap = res.get("capacity") or {}
-    if cap:
-        L.append("## Clients per VM size\n")
-        L.append(f"Objective: p99 of the policy-cycle requests (location, policy, CCM_POST "
-                 f"status) ≤ **{s['p99_objective_ms']:g} ms** during the hold phase, every "
-                 "client held from the start to the end of the hold, **no errors**. Each client: "
-                 "one TLS connection with its own client certificate (ECDSA P-256, from the "
-                 "development PKI's issuing CA; the gateway checks chain and CRL), a policy "
-                 f"cycle through gateway → connector → cmg-mpsim, a notification request held "
-                 f"{s['notify_hold']} by mpsim between cycles, content (64 KiB through the "
-                 f"content-location service) in 1 of {s['content_every']} cycles. Ramp "
-                 f"{s['rate']:g} connections/s, hold {s['hold_s']:g} s.\n")
-        L.append(f"Emulation: **{emu.get('method')}** — CPU: {emu.get('cpu')}; memory: "
-                 f"{emu.get('memory')}." + (f" cgroup v2 not used: {emu['why_not_cgroup_v2']}."
-                                            if emu.get("why_not_cgroup_v2") else "") + "\n")
-        L.append("| profile | documented | measured: most clients held (one instance) | p99 "
-                 "there | KiB per held client | CPU µs per client per s | CPU µs per handshake "
-                 "| **derived** clients (memory / CPU) |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for prof, c in cap.items():
-            p = PROFILES[prof]
-            best = next((r for r in c["runs"] if r["clients"] == c["max_clients_measured"]
-                         and r["pass"]), None)
-            sm = (best or {}).get("summary") or {}
-            sv = sm.get("server") or {}
-            d = c.get("derived") or {}
-            L.append(f"| {p['label']}: {p['vcpus']} vCPU, {p['mem_gib']} GiB | "
-                     f"{p['documented_clients']:,} | {c['max_clients_measured']:,} "
-                     f"({c['limited_by']}) | {ms((sm.get('latency_cycle_hold') or {}).get('p99_ms'))} ms | "
-                     f"{fmt(sv.get('kib_per_held_client'), 1)} | "
-                     f"{fmt(sv.get('cpu_us_per_client_s'), 2)} | "
-                     f"{fmt(sv.get('cpu_us_per_handshake_ramp'), 0)} | "
-                     f"**{fmt(d.get('clients'), 0, True)}** "
-                     f"({fmt(d.get('clients_by_memory_with_kernel_sockets'), 0, True)} / "
-                     f"{fmt(d.get('clients_by_cpu'), 0, True)}) |")
-        L.append("")
-        std = (cap.get("standard") or cap.get("lab") or {}).get("derived") or {}
-        if std.get("clients"):
-            L.append(f"Goal ≥ {GOAL_CLIENTS:,} held clients on the 2-vCPU / 4 GiB profile "
-                     f"(derived): **{std['clients']:,}** — "
-                     f"{'met' if std['clients'] >= GOAL_CLIENTS else 'not met'}.\n")
-        L.append("How the derived figures are made: memory — (profile memory − 512 MiB for the "
-                 "system − the gateway's baseline RSS) ÷ (measured RSS growth per held client + "
-                 "the kernel's TCP memory per held client, all loopback socket ends of the run "
-                 "charged to the gateway: an upper bound); CPU — 80 % of the profile's vCPUs ÷ "
-                 "the gateway's measured CPU per held client per second at this cycle rate. The "
-                 "smaller one is the figure. Reconnect: the time the derived count of clients "
-                 "would take to handshake again after a restart, at the measured CPU per "
-                 "handshake on all vCPUs.\n")
-        L.append("| profile | derived by memory (user space only) | by memory (with kernel) "
-                 "| by CPU | reconnect all (s) |")
-        L.append("|---|---:|---:|---:|---:|")
-        for prof, c in cap.items():
-            d = c.get("derived") or {}
-            L.append(f"| {PROFILES[prof]['label']} | "
-                     f"{fmt(d.get('clients_by_memory_user_space'), 0, True)} | "
-                     f"{fmt(d.get('clients_by_memory_with_kernel_sockets'), 0, True)} | "
-                     f"{fmt(d.get('clients_by_cpu'), 0, True)} | "
-                     f"{fmt(d.get('reconnect_all_s'), 1)} |")
-        L.append("")
-        L.append("Every step (fresh processes each):\n")
-        L.append("| profile | clients | held | errors | req/s | p50 | p90 | p99 | p99.9 ms "
-                 "| handshakes/s (ramp) | gateway RSS MiB | KiB/client | result |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-        for prof, c in cap.items():
-            for r in c["runs"]:
-                sm = r.get("summary") or {}
-                lc = sm.get("latency_cycle_hold") or {}
-                sv = sm.get("server") or {}
-                rss = (sv.get("hold_end") or {}).get("rss_kib")
-                L.append(f"| {prof} | {r['clients']:,} | {fmt(sm.get('held'), 0, True)} | "
-                         f"{sm.get('errors', '–')} | {fmt(sm.get('requests_per_s_hold'), 0, True)} "
-                         f"| {ms(lc.get('p50_ms'))} | {ms(lc.get('p90_ms'))} | "
-                         f"{ms(lc.get('p99_ms'))} | {ms(lc.get('p99_9_ms'))} | "
-                         f"{fmt(sm.get('handshakes_per_s_ramp'), 0)} | "
-                         f"{fmt(rss / 1024 if rss else None, 1)} | "
-                         f"{fmt(sv.get('kib_per_held_client'), 1)} | "
-                         f"{'pass' if r['pass'] else 'fail: ' + '; '.join(r['reasons'])} |")
-        L.append("")
-    agg = res.get("aggregate")
-    if agg:
-        sm = agg.get("summary") or {}
-        lc = sm.get("latency_cycle_hold") or {}
-        L.append("## Several instances together\n")
-        L.append(f"{agg['instances']} gateway instances (`instance_id` 0–{agg['instances'] - 1}, "
-                 f"`workers = {agg['workers']}`, one client port shared with SO_REUSEPORT, tunnel "
-                 f"ports 10124 + i), {agg['backends']} connection points (`instances = "
-                 f"{agg['instances']}`, each dialling every instance) each with its own cmg-mpsim, "
-                 f"and {sm.get('processes')} cmg-bench processes (≤ 20,000 open files each).\n")
-        L.append("| clients | held (whole hold) | errors | req/s | p50 | p99 | p99.9 ms | "
-                 "per instance (connections) | gateways' RSS MiB | result |")
-        L.append("|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
-        rss = sum((agg.get("gateway_rss_kib_mid_hold") or {}).values()) / 1024
-        L.append(f"| {agg['clients']:,} | {fmt(sm.get('held'), 0, True)} | {sm.get('errors')} | "
-                 f"{fmt(sm.get('requests_per_s_hold'), 0, True)} | {ms(lc.get('p50_ms'))} | "
-                 f"{ms(lc.get('p99_ms'))} | {ms(lc.get('p99_9_ms'))} | "
-                 f"{', '.join(str(int(x)) for x in agg.get('per_instance_connections') or [])} | "
-                 f"{fmt(rss, 0)} | {'pass' if agg.get('pass') else 'fail: ' + '; '.join(agg.get('reasons', []))} |")
-        L.append("")
-    rel = res.get("relay_reference")
-    L.append("## Side by side\n")
-    L.append("### 1. Policy request through two hops\n")
-    if rel:
-        L.append(f"From `relay.json` in this folder (bench/relay.py, {rel.get('started')}, mode "
-                 f"{rel.get('mode')}): gateway → connector → mpsim against nginx edge → nginx "
-                 "relay and HAProxy edge → HAProxy relay (HTTP/2), medians.\n")
-        L.append("| shape | req/s | p99 ms | CPU µs per request (edge+relay) |")
-        L.append("|---|---:|---:|---:|")
-        for k, v in rel["medians"].items():
-            cpu = v.get("cpu_us_per_req")
-            if isinstance(cpu, dict):
-                cpu = cpu.get("edge+relay")
-            L.append(f"| {k} | {fmt(v.get('rps'), 0, True)} | {ms(v.get('p99_ms'))} | "
-                     f"{fmt(cpu, 1)} |")
-        L.append("")
-    else:
-        L.append("No `relay.json` in this folder (run `make bench-relay`).\n")
-    hs = res.get("handshake")
-    if hs:
-        lim = hs["openssl_before"]
-        L.append("### 2. Full TLS 1.3 handshakes\n")
-        L.append(f"One worker each (gateway `workers = 1`, nginx `worker_processes 1`) on CPU "
-                 f"{s['server_cpu']}; cmg-bench in handshake mode on CPU {s['client_cpu']} "
-                 f"({s['hs_clients']} connections at a time, each: full handshake, one GET, "
-                 f"close; no tickets, no session cache on either side); {s['hs_rounds']} rounds "
-                 "interleaved, medians. Server CPU per handshake = utime+stime of the server "
-                 "(nginx: master + worker) over the measured seconds ÷ handshakes.\n")
-        L.append("| key | server | handshakes/s | server CPU µs per handshake | server cores "
-                 "busy | crypto floor µs (`openssl speed`) |")
-        L.append("|---|---|---:|---:|---:|---:|")
-        for key in ("ecdsa", "rsa"):
-            for kind in ("cmg", "nginx"):
-                m = hs["medians"][f"{kind}_{key}"]
-                L.append(f"| {key} | {kind} | {fmt(m['handshakes_per_s'], 0, True)} | "
-                         f"{fmt(m['server_cpu_us_per_handshake'], 0)} | "
-                         f"{fmt(m['server_cores'], 2)} | {fmt(lim.get('crypto_floor_us_' + key), 0)} |")
-        L.append("")
-        L.append("| key | handshakes/s cmg ÷ nginx | CPU per handshake cmg ÷ nginx | cmg ÷ "
-                 "crypto floor |")
-        L.append("|---|---:|---:|---:|")
-        for key in ("ecdsa", "rsa"):
-            r = hs["ratios"][key]
-            L.append(f"| {key} | {fmt(r['handshakes_per_s_cmg_over_nginx'], 2)} | "
-                     f"{fmt(r['cpu_per_handshake_cmg_over_nginx'], 2)} | "
-                     f"{fmt(r['cpu_per_handshake_cmg_over_crypto_floor'], 2)} |")
-        L.append("")
-        L.append(f"`openssl speed` on CPU {s['server_cpu']} (before / after): ECDSA P-256 sign "
-                 f"{fmt(lim.get('ecdsap256_sign_per_s'), 0, True)} / "
-                 f"{fmt(hs['openssl_after'].get('ecdsap256_sign_per_s'), 0, True)} per s, "
-                 f"RSA-2048 sign {fmt(lim.get('rsa2048_sign_per_s'), 0, True)} / "
-                 f"{fmt(hs['openssl_after'].get('rsa2048_sign_per_s'), 0, True)}, X25519 "
-                 f"{fmt(lim.get('x25519_op_per_s'), 0, True)} / "
-                 f"{fmt(hs['openssl_after'].get('x25519_op_per_s'), 0, True)} operations; the "
-                 "floor is one signature + two X25519 operations. Goal: ≤ 300 µs per ECDSA "
-                 f"handshake — {'met' if hs['goal']['met'] else 'not met'}. When the server is "
-                 "below one busy core the client was the limit of handshakes/s; CPU per "
-                 "handshake is the figure to compare.\n")
-    idl = res.get("idle")
-    if idl:
-        L.append("### 3. Memory per idle TLS connection\n")
-        L.append("TLS 1.3, each connection made one GET and stays open (bench/idle-clients.c); "
-                 "RSS growth of the server's processes ÷ connections (gateway: every instance; "
-                 "nginx: the workers; with the master in brackets). 50,000 connections need "
-                 "several processes here (20,000 open files each): 4 gateway instances on the "
-                 "same ports (SO_REUSEPORT), nginx with 4 workers (reuseport).\n")
-        L.append("| connections | server | processes | KiB per connection | kernel TCP KiB "
-                 "per connection (both ends) | result |")
-        L.append("|---:|---|---:|---:|---:|---|")
-        for r in idl["runs"]:
-            k = r.get("kernel_tcp_mem_delta_kib")
-            L.append(f"| {r['connections']:,} | {r['server']} | {r['server_processes']} | "
-                     f"{fmt(r.get('kib_per_conn'), 2)} ({fmt(r.get('kib_per_conn_with_master'), 2)}) | "
-                     f"{fmt(k / r['connections'] if k else None, 2)} | "
-                     f"{'ok' if r['ok'] else 'fail: ' + str(r.get('error'))} |")
-        L.append("")
-        L.append("Ratios cmg ÷ nginx: " + ", ".join(
-            f"{int(n):,}: {fmt(v, 2)}" for n, v in idl["ratios_cmg_over_nginx"].items()) +
-            f". Goal ≤ {idl['goal_kib_per_conn']} KiB per connection.\n")
-    L.append("### 4. Cached content\n")
-    cont = res.get("content_reference")
-    L.append(f"See `{cont}` (bench/content.py) in this folder.\n" if cont else
-             "Measured by bench/content.py; no results file in this folder yet.\n")
-    if res.get("host_index"):
-        L.append("Host-speed index (`openssl speed ecdsap256` sign/s on the server CPU): " +
-                 ", ".join(f"{h['when']} {fmt(h.get('ecdsap256_sign_per_s'), 0, True)}"
-                           for h in res["host_index"]) + ".\n")
-    if res["notes"]:
-        L.append("## Notes\n")
-        L += [f"- {x}" for x in res["notes"]]
-        L.append("")
-    L.append(f"Files: `capacity.json` (every run, every cmg-bench report merged, commands), "
-             f"{', '.join('`' + p + '`' for p in res.get('plots', []))}.")
-    with open(path, "w") as f:
-        f.write("\n".join(L) + "\n")
-
-
-# --------------------------------------------------------------------------------------------
 
 
 def main():
@@ -1370,7 +798,7 @@ def main():
 
     res = {"benchmark": "capacity", "date": date, "mode": s["mode"],
            "started": started.isoformat(timespec="seconds"), "settings": s,
-           "profiles": PROFILES, "emulation": ctx["emu"].describe(),
+           "profiles": PROFILES, "goal_clients": GOAL_CLIENTS, "emulation": ctx["emu"].describe(),
            "host": benchlib.host_info(), "binaries": bin_info,
            "versions": dict({"cmg-gateway": benchlib.version([ctx["gateway"], "-V"])},
                             **benchlib.git_info(), **benchlib.peer_versions()),

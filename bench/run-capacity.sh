@@ -12,7 +12,7 @@
 #   BENCH_SMOKE=1 bench/run-capacity.sh   the same as --smoke
 #
 # Environment (all optional): BENCH_PARTS (capacity,aggregate,handshake,idle), BENCH_PROFILES
-# (lab,standard,large), BENCH_STEPS (2000,10000,19000), BENCH_P99_MS (100), BENCH_RATE (500
+# (lab,standard,large), BENCH_STEPS (2000,10000,18500), BENCH_P99_MS (100), BENCH_RATE (500
 # connections/s), BENCH_HOLD (30 s), BENCH_NOTIFY_HOLD (60s), BENCH_CONTENT_EVERY (20),
 # BENCH_AGG_INSTANCES (4), BENCH_AGG_CLIENTS (60000), BENCH_HS_ROUNDS (3), BENCH_IDLE_SIZES
 # (10000,50000), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), BENCH_SKIP_RELAY=1, BENCH_RESULTS,
