@@ -83,7 +83,7 @@ def settings(smoke):
         "inflight": env("BENCH_INFLIGHT", 200, int),
         "hold_s": env("BENCH_HOLD", 4 if smoke else 30, float),
         "ramp_down_s": env("BENCH_RAMP_DOWN", 1 if smoke else 5, float),
-        "notify_hold": env("BENCH_NOTIFY_HOLD", "2s" if smoke else "60s"),
+        "notify_hold": env("BENCH_NOTIFY_HOLD", "2s" if smoke else "20s"),
         "content_every": env("BENCH_CONTENT_EVERY", 4 if smoke else 20, int),
         "content_size": env("BENCH_CONTENT_SIZE", 65536, int),
         "server_cpu": env("BENCH_SERVER_CPU", "0"),
@@ -91,6 +91,8 @@ def settings(smoke):
         "agg_instances": env("BENCH_AGG_INSTANCES", 4, int),
         "agg_clients": env("BENCH_AGG_CLIENTS", 60000, int),
         "agg_workers": env("BENCH_AGG_WORKERS", 2, int),
+        "agg_notify_hold": env("BENCH_AGG_NOTIFY_HOLD", "60s"),
+        "agg_hold_s": env("BENCH_AGG_HOLD", 70, float),
         "per_backend": env("BENCH_PER_BACKEND", PER_BACKEND, int),
         "hs_rounds": env("BENCH_HS_ROUNDS", 3, int),
         "hs_seconds": env("BENCH_HS_SECONDS", 8, float),
@@ -214,8 +216,9 @@ class Deployment:
     """n instances of cmg-gateway sharing one client port, k connector + cmg-mpsim pairs, every
     connector dialling every instance. Started in that order; stopped by PID."""
 
-    def __init__(self, ctx, tag, instances, workers, backends, profile=None):
+    def __init__(self, ctx, tag, instances, workers, backends, profile=None, notify_hold=None):
         self.ctx, self.s = ctx, ctx["s"]
+        self.notify_hold = notify_hold or self.s["notify_hold"]
         self.n, self.workers, self.k, self.profile = instances, workers, backends, profile
         self.run_dir = os.path.join(ctx["work"], "runs", tag)
         os.makedirs(self.run_dir, exist_ok=True)
@@ -239,7 +242,7 @@ class Deployment:
             ready = os.path.join(self.run_dir, f"mpsim{j}.ready")
             mp = Proc("backend", f"mpsim{j}",
                       [self.ctx["mpsim"], "--listen", "127.0.0.1:0", "--hold",
-                       self.s["notify_hold"], "--ready-file", ready, "--quiet"],
+                       self.notify_hold, "--ready-file", ready, "--quiet"],
                       self.s["client_cpu"], self.run_dir)
             self.mps.append(mp)
             wait_for(lambda: os.path.exists(ready) and os.path.getsize(ready) > 0, 15,
@@ -321,13 +324,14 @@ class Deployment:
 # cmg-bench runs
 
 
-def bench_argv(ctx, port, clients, label, json_path, sources, pids, extra=()):
+def bench_argv(ctx, port, clients, label, json_path, sources, pids, hold_s=None):
     s = ctx["s"]
+    hold_s = hold_s or s["hold_s"]
     ramp_timeout = max(30, clients / max(1.0, ctx["rate_per_proc"]) * 2 + 30)
     argv = ["taskset", "-c", s["client_cpu"], ctx["bench"], "--connect", f"127.0.0.1:{port}",
             "--clients", clients, "--rate", round(ctx["rate_per_proc"], 1),
             "--inflight", s["inflight"], "--ramp-timeout", round(ramp_timeout),
-            "--hold", s["hold_s"], "--ramp-down", s["ramp_down_s"],
+            "--hold", hold_s, "--ramp-down", s["ramp_down_s"],
             "--ca-cert", os.path.join(ctx["pki"], "intermediate-ca.crt"),
             "--ca-key", os.path.join(ctx["pki"], "intermediate-ca.key"),
             "--content-token-file", ctx["content_token_file"],
@@ -336,10 +340,10 @@ def bench_argv(ctx, port, clients, label, json_path, sources, pids, extra=()):
         argv += ["--source", ",".join(sources)]
     for p in pids:
         argv += ["--server-pid", p]
-    return [str(a) for a in argv + list(extra)], ramp_timeout
+    return [str(a) for a in argv], ramp_timeout
 
 
-def run_bench(ctx, dep, clients_list, label):
+def run_bench(ctx, dep, clients_list, label, hold_s=None):
     """Runs one cmg-bench process per entry of clients_list against dep at once; returns
     (merged summary, [per-process reports])."""
     s = ctx["s"]
@@ -355,8 +359,8 @@ def run_bench(ctx, dep, clients_list, label):
         path = os.path.join(dep.run_dir, f"bench-{label}-{i}.json")
         sources = [f"127.{10 + i}.{k}.1" for k in range(4)]
         argv, ramp_timeout = bench_argv(ctx, dep.port, n, f"{label}/{i}", path, sources,
-                                        dep.gateway_pids())
-        deadline = max(deadline, ramp_timeout + s["hold_s"] + s["ramp_down_s"] + 120)
+                                        dep.gateway_pids(), hold_s)
+        deadline = max(deadline, ramp_timeout + (hold_s or s["hold_s"]) + s["ramp_down_s"] + 120)
         lf = open(os.path.join(dep.run_dir, f"bench-{label}-{i}.log"), "wb")
         procs.append(spawn(argv, stdout=lf, stderr=subprocess.STDOUT))
         paths.append(path)
@@ -377,7 +381,7 @@ def run_bench(ctx, dep, clients_list, label):
                 except OSError:
                     states.append(False)
             if all(states):
-                time.sleep(min(5, s["hold_s"] / 2))
+                time.sleep(min(5, (hold_s or s["hold_s"]) / 2))
                 mid = {"tcp_mem_pages": benchlib.sockstat_tcp_mem_pages(),
                        "gateway_rss_kib": {g.label: rss_kib(g.proc.pid) for g in dep.gws},
                        "connector_rss_kib": {c.label: rss_kib(c.proc.pid) for c in dep.cns},
@@ -496,6 +500,12 @@ def merge(reports, clients_list):
         "first_errors": [r.get("first_errors") for r in ok if r.get("first_errors")] +
                         [r.get("error") for r in reports if r.get("error")],
         "ok": len(ok) == len(reports) and all(r.get("ok") for r in reports),
+        "generator": {
+            "cores": [round(_get(r, "generator.cores") or 0, 2) for r in ok],
+            "timer_lateness_p99_ms": max((_get(r, "generator.timer_lateness.p99_ms") or 0
+                                          for r in ok), default=None),
+            "timer_lateness_max_ms": max((_get(r, "generator.timer_lateness.max_ms") or 0
+                                          for r in ok), default=None)},
     }
     # the gateway figures come from the first report (every process read the same PIDs)
     if ok and "server" in ok[0]:
@@ -685,7 +695,8 @@ def aggregate(ctx):
     s = ctx["s"]
     n, total = s["agg_instances"], s["agg_clients"]
     backends = max(1, math.ceil(total / s["per_backend"]))
-    dep = Deployment(ctx, "aggregate", n, s["agg_workers"], backends, None)
+    dep = Deployment(ctx, "aggregate", n, s["agg_workers"], backends, None,
+                     s["agg_notify_hold"])
     rec = {"instances": n, "clients": total, "backends": backends, "workers": s["agg_workers"]}
     try:
         dep.start()
@@ -695,7 +706,7 @@ def aggregate(ctx):
         ctx["rate_per_proc"] = s["rate"] / procs
         log(f"aggregate: {n} instances, {backends} connector + mpsim pairs, {procs} cmg-bench "
             f"processes x {per[0]:,} clients")
-        summary, reports = run_bench(ctx, dep, per, "aggregate")
+        summary, reports = run_bench(ctx, dep, per, "aggregate", s["agg_hold_s"])
         rec["summary"] = summary
         rec["per_process"] = [{k: _get(r, k) for k in ("result.held", "result.ramp_s",
                                                        "hold.errors", "hold.requests_per_s")}
@@ -855,6 +866,23 @@ def main():
         cleanup()
         ctx["emu"].cleanup()
         res["host_index"] = hidx
+        if os.environ.get("BENCH_MERGE") == "1":
+            # parts not run this time are kept from the report already in the folder
+            try:
+                with open(os.path.join(out_dir, "capacity.json")) as f:
+                    prev = json.load(f)
+            except (OSError, ValueError):
+                prev = {}
+            for part in ("capacity", "aggregate", "handshake", "idle"):
+                if part not in res and part in prev:
+                    res[part] = prev[part]
+                    res["notes"].append(f"{part}: from the run started {prev.get('started')}")
+            if "capacity" in res and "capacity" in prev and "capacity" in s["parts"]:
+                for prof, c in prev["capacity"].items():
+                    if prof not in res["capacity"]:
+                        res["capacity"][prof] = c
+                        res["notes"].append(f"capacity {prof}: from the run started "
+                                            f"{prev.get('started')}")
         res["relay_reference"] = relay_reference(out_dir)
         res["content_reference"] = next((f for f in ("content.md", "content.json")
                                          if os.path.exists(os.path.join(out_dir, f))), None)

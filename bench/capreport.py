@@ -194,9 +194,14 @@ def write_markdown(path, res):
                      f"{fmt(d.get('reconnect_all_s'), 1)} |")
         L.append("")
         L.append("Every step (fresh processes each):\n")
+        L.append("Other load: CPUs busy on the host with work not of this run (other users of "
+                 "the machine), averaged over the step; generator lag: p99 of how late "
+                 "cmg-bench's own 10 ms timer fired (a generator that waits for a CPU adds that "
+                 "much to every latency it measures).\n")
         L.append("| profile | clients | held | errors | req/s | p50 | p90 | p99 | p99.9 ms "
-                 "| handshakes/s (ramp) | gateway RSS MiB | KiB/client | result |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+                 "| handshakes/s (ramp) | gateway RSS MiB | KiB/client | other load | "
+                 "generator lag ms | result |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for prof, c in cap.items():
             for r in c["runs"]:
                 sm = r.get("summary") or {}
@@ -210,6 +215,8 @@ def write_markdown(path, res):
                          f"{fmt(sm.get('handshakes_per_s_ramp'), 0)} | "
                          f"{fmt(rss / 1024 if rss else None, 1)} | "
                          f"{fmt(sv.get('kib_per_held_client'), 1)} | "
+                         f"{fmt((sm.get('host_load') or {}).get('other_load_cpus'), 2)} | "
+                         f"{fmt((sm.get('generator') or {}).get('timer_lateness_p99_ms'), 1)} | "
                          f"{'pass' if r['pass'] else 'fail: ' + '; '.join(r['reasons'])} |")
         L.append("")
     agg = res.get("aggregate")
@@ -221,16 +228,22 @@ def write_markdown(path, res):
                  f"`workers = {agg['workers']}`, one client port shared with SO_REUSEPORT, tunnel "
                  f"ports 10124 + i), {agg['backends']} connection points (`instances = "
                  f"{agg['instances']}`, each dialling every instance) each with its own cmg-mpsim, "
-                 f"and {sm.get('processes')} cmg-bench processes (≤ 20,000 open files each).\n")
+                 f"and {sm.get('processes')} cmg-bench processes (≤ 20,000 open files each); "
+                 f"notification requests held {s['agg_notify_hold']}, hold phase "
+                 f"{s['agg_hold_s']:g} s.\n")
         L.append("| clients | held (whole hold) | errors | req/s | p50 | p99 | p99.9 ms | "
-                 "per instance (connections) | gateways' RSS MiB | result |")
-        L.append("|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
+                 "per instance (connections) | gateways' RSS MiB | other load | generator lag "
+                 "ms | result |")
+        L.append("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|")
         rss = sum((agg.get("gateway_rss_kib_mid_hold") or {}).values()) / 1024
         L.append(f"| {agg['clients']:,} | {fmt(sm.get('held'), 0, True)} | {sm.get('errors')} | "
                  f"{fmt(sm.get('requests_per_s_hold'), 0, True)} | {ms(lc.get('p50_ms'))} | "
                  f"{ms(lc.get('p99_ms'))} | {ms(lc.get('p99_9_ms'))} | "
                  f"{', '.join(str(int(x)) for x in agg.get('per_instance_connections') or [])} | "
-                 f"{fmt(rss, 0)} | {'pass' if agg.get('pass') else 'fail: ' + '; '.join(agg.get('reasons', []))} |")
+                 f"{fmt(rss, 0)} | "
+                 f"{fmt((sm.get('host_load') or {}).get('other_load_cpus'), 2)} | "
+                 f"{fmt((sm.get('generator') or {}).get('timer_lateness_p99_ms'), 1)} | "
+                 f"{'pass' if agg.get('pass') else 'fail: ' + '; '.join(agg.get('reasons', []))} |")
         L.append("")
     rel = res.get("relay_reference")
     L.append("## Side by side\n")

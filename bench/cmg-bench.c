@@ -56,6 +56,8 @@ struct run {
     double last_progress, last_sample, down_start;
     unsigned down_next; /* the next client the ramp-down closes */
     struct proc_sample s_start, s_hold, s_hold_end, s_end;
+    double last_tick;
+    struct bench_hist lag; /* how late the phase timer fired: the generator's own delay */
     long rss_max_kib;
     long nofile;
     bool interrupted;
@@ -171,6 +173,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     struct bench *b = &r->b;
     double now = bench_now(), el = now - b->t0;
 
+    if (r->last_tick > 0) {
+        double late = now - r->last_tick - TICK_S;
+        bench_hist_add(&r->lag, late > 0 ? (uint64_t)(late * 1e6) : 0);
+    }
+    r->last_tick = now;
     if (el >= b->o.deadline_s || r->interrupted) {
         if (!r->interrupted)
             b->deadline_hit = true;
@@ -398,6 +405,19 @@ static json_t *report(struct run *r)
         json_object_set_new(sv, "alive_at_end", json_integer(r->s_end.alive));
         json_object_set_new(j, "server", sv);
     }
+    /* the generator's own load: its CPU time and how late its timer ran, so that a starved
+     * generator is not mistaken for a slow server */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double self_cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    json_t *gen = json_object();
+    json_object_set_new(gen, "cpu_s", json_real(self_cpu));
+    json_object_set_new(gen, "cores",
+                        json_real(b->t_done > b->t0 ? self_cpu / (b->t_done - b->t0) : 0));
+    json_object_set_new(gen, "max_rss_kib", json_integer(ru.ru_maxrss));
+    json_object_set_new(gen, "timer_lateness", bench_hist_json(&r->lag));
+    json_object_set_new(j, "generator", gen);
     uint64_t herr = 0;
     for (int i = 0; i < BE_N; i++)
         herr += b->errors[0][i];

@@ -13,7 +13,7 @@
 #
 # Environment (all optional): BENCH_PARTS (capacity,aggregate,handshake,idle), BENCH_PROFILES
 # (lab,standard,large), BENCH_STEPS (2000,10000,18500), BENCH_P99_MS (100), BENCH_RATE (500
-# connections/s), BENCH_HOLD (30 s), BENCH_NOTIFY_HOLD (60s), BENCH_CONTENT_EVERY (20),
+# connections/s), BENCH_HOLD (30 s), BENCH_NOTIFY_HOLD (20s), BENCH_CONTENT_EVERY (20),
 # BENCH_AGG_INSTANCES (4), BENCH_AGG_CLIENTS (60000), BENCH_HS_ROUNDS (3), BENCH_IDLE_SIZES
 # (10000,50000), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), BENCH_SKIP_RELAY=1, BENCH_RESULTS,
 # BENCH_WORK, BENCH_KEEP_WORK=1, CMG_GATEWAY, CMG_CONNECTOR, CMG_MPSIM, CMG_BENCH, CMGCTL.
@@ -66,6 +66,7 @@ if [ -z "${BENCH_WORK:-}" ]; then
   BENCH_WORK="$(mktemp -d "${TMPDIR:-/tmp}/cmg-bench-capacity.XXXXXX")"
   made_work=1
 fi
+mkdir -p "$BENCH_WORK"
 export BENCH_WORK
 cleanup() {
   if [ "$made_work" = 1 ] && [ "${BENCH_KEEP_WORK:-0}" != 1 ]; then
