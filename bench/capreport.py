@@ -340,3 +340,78 @@ def write_markdown(path, res):
              f"{', '.join('`' + p + '`' for p in res.get('plots', []))}.")
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
+
+
+def readme_section(res, rel_dir):
+    """The README's capacity table (between <!-- bench:capacity:begin/end --> markers), from a
+    capacity.json; rel_dir is the results folder relative to the repository."""
+    L = [f"Capacity, {res['date']} ([full report]({rel_dir}/capacity.md)): cmg-bench clients, "
+         "each with its own client certificate on one TLS connection, running policy cycles "
+         "(location, policy, CCM_POST status, sometimes content) through gateway → connector "
+         "→ cmg-mpsim and holding a notification request between them; one instance inside "
+         f"each profile's limits ({(res.get('emulation') or {}).get('method')}), the load "
+         f"outside. Objective: p99 ≤ {res['settings']['p99_objective_ms']:g} ms, every client "
+         "held, no errors.", ""]
+    cap = res.get("capacity") or {}
+    if cap:
+        L.append("| profile | documented per instance | measured (one instance) | KiB per client "
+                 "| **derived** per instance |")
+        L.append("|---|---:|---:|---:|---:|")
+        for prof, c in cap.items():
+            p = res["profiles"][prof]
+            d = c.get("derived") or {}
+            best = next((r for r in c["runs"] if r["clients"] == c["max_clients_measured"]
+                         and r["pass"]), None)
+            p99 = (((best or {}).get("summary") or {}).get("latency_cycle_hold") or {}) \
+                .get("p99_ms")
+            L.append(f"| {p['label']} ({p['vcpus']} vCPU, {p['mem_gib']} GiB) | "
+                     f"{p['documented_clients']:,} | {c['max_clients_measured']:,}"
+                     f"{f' (p99 {p99:.1f} ms)' if p99 is not None else ''} | "
+                     f"{fmt(d.get('measured_kib_per_held_client'), 1)} | "
+                     f"**{fmt(d.get('clients'), 0, True)}** |")
+        L.append("")
+    agg = res.get("aggregate")
+    if agg and agg.get("summary"):
+        sm = agg["summary"]
+        L.append(f"{agg['instances']} instances on one port (SO_REUSEPORT) held "
+                 f"**{sm.get('held'):,}** of {agg['clients']:,} clients, {sm.get('errors')} "
+                 f"errors, p99 {fmt((sm.get('latency_cycle_hold') or {}).get('p99_ms'), 1)} ms.")
+    hs = res.get("handshake")
+    if hs:
+        m = hs["medians"]
+        L.append(f"Full TLS 1.3 handshakes, server CPU each: ECDSA "
+                 f"{fmt(m['cmg_ecdsa']['server_cpu_us_per_handshake'], 0)} µs (nginx "
+                 f"{fmt(m['nginx_ecdsa']['server_cpu_us_per_handshake'], 0)}), RSA "
+                 f"{fmt(m['cmg_rsa']['server_cpu_us_per_handshake'], 0)} µs (nginx "
+                 f"{fmt(m['nginx_rsa']['server_cpu_us_per_handshake'], 0)}); crypto floor "
+                 f"{fmt(hs['openssl_before'].get('crypto_floor_us_ecdsa'), 0)} / "
+                 f"{fmt(hs['openssl_before'].get('crypto_floor_us_rsa'), 0)} µs.")
+    idl = res.get("idle")
+    if idl:
+        parts = []
+        for n in sorted({r["connections"] for r in idl["runs"]}):
+            a = next((r for r in idl["runs"] if r["connections"] == n and r["server"] == "cmg"),
+                     {})
+            b = next((r for r in idl["runs"] if r["connections"] == n and
+                      r["server"] == "nginx"), {})
+            parts.append(f"{n:,}: {fmt(a.get('kib_per_conn'), 1)} KiB (nginx "
+                         f"{fmt(b.get('kib_per_conn'), 1)})")
+        L.append("Idle TLS 1.3 connection, user-space memory: " + "; ".join(parts) + ".")
+    L.append("")
+    L.append("Derived = what the profile's memory and CPU allow from the measured cost per held "
+             "client (a process here may hold at most 20,000 open files, so one instance is "
+             "measured up to 18,500 clients). Reproduce with `make bench-capacity` "
+             "(`bench/run-capacity.sh`; `--smoke` for a quick check).")
+    return "\n".join(L)
+
+
+if __name__ == "__main__":
+    import sys
+
+    # capreport.py --readme RESULTS_DIR: print the README section for that folder's report
+    if len(sys.argv) == 3 and sys.argv[1] == "--readme":
+        with open(os.path.join(sys.argv[2], "capacity.json")) as f:
+            print(readme_section(json.load(f), sys.argv[2].rstrip("/")))
+    else:
+        print("usage: capreport.py --readme RESULTS_DIR", file=sys.stderr)
+        sys.exit(2)

@@ -279,7 +279,7 @@ static json_t *phase_json(struct run *r, int w, double seconds)
     json_t *st = json_object();
     for (int i = 0; i < 600; i++)
         if (b->status_count[w][i]) {
-            char k[8];
+            char k[16];
             snprintf(k, sizeof(k), "%d", i);
             json_object_set_new(st, k, json_integer((json_int_t)b->status_count[w][i]));
         }
