@@ -448,7 +448,7 @@ def hist_merge(hists):
         if not count:
             out[name] = None
             continue
-        rank = math.ceil(pct / 100 * count)
+        rank = max(1, math.ceil(pct / 100 * count - 1e-9))  # 0.999 * 1000 is not 999 in binary
         seen = 0
         for k in keys:
             seen += buckets[k]
