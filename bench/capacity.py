@@ -327,7 +327,7 @@ class Deployment:
 def bench_argv(ctx, port, clients, label, json_path, sources, pids, hold_s=None):
     s = ctx["s"]
     hold_s = hold_s or s["hold_s"]
-    ramp_timeout = max(30, clients / max(1.0, ctx["rate_per_proc"]) * 2 + 30)
+    ramp_timeout = max(30, clients / max(1.0, ctx["rate_per_proc"]) * 3 + 60)
     argv = ["taskset", "-c", s["client_cpu"], ctx["bench"], "--connect", f"127.0.0.1:{port}",
             "--clients", clients, "--rate", round(ctx["rate_per_proc"], 1),
             "--inflight", s["inflight"], "--ramp-timeout", round(ramp_timeout),
