@@ -162,13 +162,17 @@ def write_markdown(path, res):
             L.append(f"| {p['label']}: {p['vcpus']} vCPU, {p['mem_gib']} GiB | "
                      f"{p['documented_clients']:,} | {c['max_clients_measured']:,} "
                      f"({c['limited_by']}) | {ms((sm.get('latency_cycle_hold') or {}).get('p99_ms'))} ms | "
-                     f"{fmt(sv.get('kib_per_held_client'), 1)} | "
-                     f"{fmt(sv.get('cpu_us_per_client_s'), 2)} | "
-                     f"{fmt(sv.get('cpu_us_per_handshake_ramp'), 0)} | "
+                     f"{fmt(d.get('measured_kib_per_held_client'), 1)} | "
+                     f"{fmt(d.get('measured_cpu_us_per_held_client_per_s'), 2)} | "
+                     f"{fmt(d.get('measured_cpu_us_per_handshake'), 0)} | "
                      f"**{fmt(d.get('clients'), 0, True)}** "
                      f"({fmt(d.get('clients_by_memory_with_kernel_sockets'), 0, True)} / "
                      f"{fmt(d.get('clients_by_cpu'), 0, True)}) |")
         L.append("")
+        L.append("The per-client figures (KiB, CPU) come from the largest step that held every "
+                 "client with no error" + "".join(
+                     f"; {res['profiles'][prof]['label']}: {c['derived_note']}"
+                     for prof, c in cap.items() if c.get("derived_note")) + ".\n")
         std = (cap.get("standard") or cap.get("lab") or {}).get("derived") or {}
         if std.get("clients"):
             L.append(f"Goal ≥ {res['goal_clients']:,} held clients on the 2-vCPU / 4 GiB profile "
