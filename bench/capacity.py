@@ -147,10 +147,13 @@ class Emulation:
     """Puts a gateway inside a profile's limits: a cgroup v2 group (cpu.max, memory.max) when
     the host allows it, else CPU pinning (taskset) plus an address-space limit (prlimit)."""
 
-    def __init__(self, s):
+    def __init__(self, s, sanitized):
         self.s = s
         self.cg_root, self.cg_why = cgroup2_usable()
         self.groups = []
+        # AddressSanitizer reserves terabytes of address space for its shadow: no address-space
+        # limit for such a build (nor in the smoke check, which asserts sanity, not sizes)
+        self.no_as_limit = sanitized or s["mode"] == "smoke"
 
     def describe(self):
         if self.cg_root:
@@ -164,8 +167,9 @@ class Emulation:
                        f"CPU {self.s['client_cpu']}), workers = the profile's vCPUs; CPU "
                        "figures are measured per client and scaled to the profile's vCPUs "
                        "(derived)",
-                "memory": "prlimit --as = the profile's memory (address space: an upper bound "
-                          "on what the process can use, stricter than resident memory)"}
+                "memory": ("none (a sanitizer build or the smoke check)" if self.no_as_limit
+                           else "prlimit --as = the profile's memory (address space: an upper "
+                           "bound on what the process can use, stricter than resident memory)")}
 
     def wrap(self, profile, argv):
         """argv run inside the profile, and the CPU list for Proc's taskset."""
@@ -173,6 +177,8 @@ class Emulation:
         mem = p["mem_gib"] << 30
         if self.cg_root:
             return argv, ",".join(str(i) for i in range(os.cpu_count()))
+        if self.no_as_limit:
+            return argv, self.s["server_cpu"]
         return ["prlimit", f"--as={mem}", "--"] + argv, self.s["server_cpu"]
 
     def enter(self, profile, pid):
@@ -826,7 +832,9 @@ def main():
     ctx["content_token_file"] = os.path.join(work, "content-token.txt")
     with open(ctx["content_token_file"], "w") as f:
         f.write(tok + "\n")
-    ctx["emu"] = Emulation(s)
+    with open(ctx["gateway"], "rb") as f:
+        sanitized = b"__asan_init" in f.read()
+    ctx["emu"] = Emulation(s, sanitized)
 
     res = {"benchmark": "capacity", "date": date, "mode": s["mode"],
            "started": started.isoformat(timespec="seconds"), "settings": s,
