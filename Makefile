@@ -7,7 +7,7 @@ ASAN := build/asan
 FUZZ := build/fuzz
 
 .PHONY: all deps build asan run test test-unit test-integration test-asan fuzz bench \
-	bench-deps bench-frontend bench-relay bench-content clean format
+	bench-deps bench-frontend bench-relay bench-content bench-capacity clean format
 
 all: build
 
@@ -67,6 +67,11 @@ bench-relay: build bench-deps
 
 bench-content: build bench-deps
 	bench/run-content.sh
+
+# Clients per VM size with cmg-bench, several instances together, handshakes and idle memory
+# against nginx, and the relay benchmark into the same results folder (about 25 minutes).
+bench-capacity: build bench-deps
+	bench/run-capacity.sh
 
 bench-deps:
 	CMG_BENCH_DEPS=1 scripts/install-deps

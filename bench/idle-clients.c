@@ -35,7 +35,16 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-enum state { ST_NEW = 0, ST_CONNECT, ST_HANDSHAKE, ST_WRITE, ST_READ, ST_IDLE, ST_FAILED, ST_CLOSED };
+enum state {
+    ST_NEW = 0,
+    ST_CONNECT,
+    ST_HANDSHAKE,
+    ST_WRITE,
+    ST_READ,
+    ST_IDLE,
+    ST_FAILED,
+    ST_CLOSED
+};
 
 enum fail_reason { FR_CONNECT = 0, FR_HANDSHAKE, FR_IO, FR_TIMEOUT, FR_EOF, FR_N };
 static const char *fail_names[FR_N] = {"connect", "handshake", "io", "timeout", "eof"};
@@ -71,12 +80,12 @@ static double now_s(void)
 static const char *o_host = "127.0.0.1";
 static int o_port = 0;
 static long o_n = 100;
-static double o_rate = 2000;   /* new connections per second */
-static long o_inflight = 256;  /* connections between connect() and the end of the response */
-static double o_hold = 60;     /* seconds to hold after READY, at most */
-static double o_conn_timeout = 30;  /* per connection, connect to response */
-static double o_establish = 300;    /* overall, start to READY */
-static const char *o_tls = "any";   /* 1.2, 1.3 or any */
+static double o_rate = 2000;       /* new connections per second */
+static long o_inflight = 256;      /* connections between connect() and the end of the response */
+static double o_hold = 60;         /* seconds to hold after READY, at most */
+static double o_conn_timeout = 30; /* per connection, connect to response */
+static double o_establish = 300;   /* overall, start to READY */
+static const char *o_tls = "any";  /* 1.2, 1.3 or any */
 static const char *o_path = "/";
 static const char *o_sni = NULL;
 static int o_keep_ssl = 0;
@@ -128,8 +137,8 @@ static void fail(struct conn *c, enum fail_reason why, const char *detail)
         char eb[256] = "";
         if (e)
             ERR_error_string_n(e, eb, sizeof(eb));
-        fprintf(stderr, "idle-clients: connection %ld failed (%s): %s %s\n",
-                (long)(c - conns), fail_names[why], detail ? detail : "", eb);
+        fprintf(stderr, "idle-clients: connection %ld failed (%s): %s %s\n", (long)(c - conns),
+                fail_names[why], detail ? detail : "", eb);
         errors_printed++;
     }
     ERR_clear_error();
@@ -329,20 +338,19 @@ static void handle(struct conn *c, uint32_t ev)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: idle-clients -p PORT [-h HOST] [-n N] [-r RATE] [-c INFLIGHT] [-H HOLD]\n"
-            "                    [-t 1.2|1.3|any] [-u PATH] [-s SNI] [-w CONN_TIMEOUT]\n"
-            "                    [-T ESTABLISH_TIMEOUT] [-K]\n"
-            "  -n N        connections to open (default 100)\n"
-            "  -r RATE     new connections per second at most (default 2000)\n"
-            "  -c INFLIGHT connections in connect/handshake/request at once (default 256)\n"
-            "  -H HOLD     seconds to hold the idle connections after READY (default 60);\n"
-            "              SIGTERM, SIGINT or SIGUSR1 ends the hold early\n"
-            "  -t VER      TLS version: 1.2, 1.3 or any (default any)\n"
-            "  -u PATH     request path (default /)\n"
-            "  -w SECONDS  per-connection deadline, connect to full response (default 30)\n"
-            "  -T SECONDS  overall deadline to reach READY (default 300)\n"
-            "  -K          keep the client's SSL objects while idle (default: free them)\n");
+    fprintf(out, "usage: idle-clients -p PORT [-h HOST] [-n N] [-r RATE] [-c INFLIGHT] [-H HOLD]\n"
+                 "                    [-t 1.2|1.3|any] [-u PATH] [-s SNI] [-w CONN_TIMEOUT]\n"
+                 "                    [-T ESTABLISH_TIMEOUT] [-K]\n"
+                 "  -n N        connections to open (default 100)\n"
+                 "  -r RATE     new connections per second at most (default 2000)\n"
+                 "  -c INFLIGHT connections in connect/handshake/request at once (default 256)\n"
+                 "  -H HOLD     seconds to hold the idle connections after READY (default 60);\n"
+                 "              SIGTERM, SIGINT or SIGUSR1 ends the hold early\n"
+                 "  -t VER      TLS version: 1.2, 1.3 or any (default any)\n"
+                 "  -u PATH     request path (default /)\n"
+                 "  -w SECONDS  per-connection deadline, connect to full response (default 30)\n"
+                 "  -T SECONDS  overall deadline to reach READY (default 300)\n"
+                 "  -K          keep the client's SSL objects while idle (default: free them)\n");
 }
 
 int main(int argc, char **argv)
@@ -350,19 +358,45 @@ int main(int argc, char **argv)
     int ch;
     while ((ch = getopt(argc, argv, "h:p:n:r:c:H:t:u:s:w:T:K?")) != -1) {
         switch (ch) {
-        case 'h': o_host = optarg; break;
-        case 'p': o_port = atoi(optarg); break;
-        case 'n': o_n = atol(optarg); break;
-        case 'r': o_rate = atof(optarg); break;
-        case 'c': o_inflight = atol(optarg); break;
-        case 'H': o_hold = atof(optarg); break;
-        case 't': o_tls = optarg; break;
-        case 'u': o_path = optarg; break;
-        case 's': o_sni = optarg; break;
-        case 'w': o_conn_timeout = atof(optarg); break;
-        case 'T': o_establish = atof(optarg); break;
-        case 'K': o_keep_ssl = 1; break;
-        default: usage(stderr); return 2;
+        case 'h':
+            o_host = optarg;
+            break;
+        case 'p':
+            o_port = atoi(optarg);
+            break;
+        case 'n':
+            o_n = atol(optarg);
+            break;
+        case 'r':
+            o_rate = atof(optarg);
+            break;
+        case 'c':
+            o_inflight = atol(optarg);
+            break;
+        case 'H':
+            o_hold = atof(optarg);
+            break;
+        case 't':
+            o_tls = optarg;
+            break;
+        case 'u':
+            o_path = optarg;
+            break;
+        case 's':
+            o_sni = optarg;
+            break;
+        case 'w':
+            o_conn_timeout = atof(optarg);
+            break;
+        case 'T':
+            o_establish = atof(optarg);
+            break;
+        case 'K':
+            o_keep_ssl = 1;
+            break;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (o_port <= 0 || o_port > 65535 || o_n <= 0 || o_n > 1000000 || o_rate <= 0 ||
@@ -455,8 +489,7 @@ int main(int argc, char **argv)
                 int overall = now - t0 > o_establish;
                 for (long i = 0; i < n_opened; i++) {
                     struct conn *c = &conns[i];
-                    if (c->st >= ST_CONNECT && c->st <= ST_READ &&
-                        (overall || now > c->deadline))
+                    if (c->st >= ST_CONNECT && c->st <= ST_READ && (overall || now > c->deadline))
                         fail(c, FR_TIMEOUT, "deadline passed");
                 }
                 if (overall)
@@ -482,8 +515,7 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "idle-clients: %.0fs opened=%ld inflight=%ld ok=%ld non200=%ld failed=%ld "
                     "closed_by_server=%ld\n",
-                    now - t0, n_opened, n_inflight, n_ok, n_non200, n_failed,
-                    n_closed_by_server);
+                    now - t0, n_opened, n_inflight, n_ok, n_non200, n_failed, n_closed_by_server);
         }
         int timeout_ms = ready ? 200 : (n_opened < o_n && n_inflight < o_inflight ? 1 : 20);
         int n = epoll_wait(ep, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout_ms);

@@ -2,6 +2,8 @@
  * with the fewest; the worker runs TLS (the connector's certificate is required and judged),
  * then HTTP/2 as the client: the hello first, then one stream per proxied request. */
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -833,6 +835,10 @@ static void gw_tunnel_accept_cb(evutil_socket_t lfd, short what, void *arg)
             close(fd);
             continue;
         }
+        /* HEADERS and DATA of one request often leave in two writes: without this the second
+         * waits for the connector's delayed ACK (up to 40 ms per request with a body). */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         /* to the worker holding the fewest tunnels, so that each gets its own */
         unsigned best = 0, least = UINT32_MAX;
         for (unsigned k = 0; k < s->nworkers; k++) {
