@@ -14,6 +14,7 @@ import shlex
 import signal
 import socket
 import statistics
+import ssl
 import subprocess
 import sys
 import time
@@ -165,6 +166,20 @@ def foreign_processes(patterns=(r"python3 -m unittest", r"cmg-(gateway|connector
 
 # --------------------------------------------------------------------------------------------
 # configuration templates (bench/conf/*.in, placeholders @NAME@)
+
+
+def https_get(port, path, timeout=5.0):
+    """One GET over TLS to 127.0.0.1:port (certificate not checked): (status, body)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
 
 
 def fill(template, values):

@@ -20,12 +20,10 @@ import json
 import os
 import re
 import signal
-import ssl
 import subprocess
 import sys
 import time
 import urllib.parse
-import http.client
 
 import benchlib
 from benchlib import (ROOT, binary_info, cleanup, cpu_ticks, dpkg_version, env, fill, fmt,
@@ -52,19 +50,6 @@ def settings(smoke):
     }
 
 
-def https_get(port, path, timeout=10.0):
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
-
-
 class Server:
     name = "?"
 
@@ -86,7 +71,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited at start (status {self.proc.returncode})")
             try:
-                https_get(self.port, "/", timeout=2)
+                benchlib.https_get(self.port, "/", timeout=2)
                 self.after_ready()
                 return
             except OSError:
@@ -163,7 +148,7 @@ def one_run(ctx, name, size, rnd):
     try:
         srv.start(f"r{rnd}-{size}-{name}")
         path = srv.path(size)
-        st, body = https_get(srv.port, path)
+        st, body = benchlib.https_get(srv.port, path, timeout=10.0)
         want = ctx["digests"][size]
         if st != 200 or hashlib.sha256(body).hexdigest() != want:
             raise RuntimeError(f"{name} answered {st} with {len(body)} bytes that are not the file")

@@ -88,16 +88,7 @@ def settings(smoke):
 
 
 def https_get(port, timeout=5.0):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    c = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
-    try:
-        c.request("GET", URL_PATH)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+    return benchlib.https_get(port, URL_PATH, timeout)
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,40 +61,20 @@ for b in "$CMG_GATEWAY" "$CMG_CONNECTOR" "$CMG_MPSIM" "$CMG_BENCH" "$CMGCTL"; do
   fi
 done
 
-made_work=0
-if [ -z "${BENCH_WORK:-}" ]; then
-  BENCH_WORK="$(mktemp -d "${TMPDIR:-/tmp}/cmg-bench-capacity.XXXXXX")"
-  made_work=1
-fi
-mkdir -p "$BENCH_WORK"
-export BENCH_WORK
-cleanup() {
-  if [ "$made_work" = 1 ] && [ "${BENCH_KEEP_WORK:-0}" != 1 ]; then
-    if [ -n "${BENCH_RESULTS:-}" ] || [ ! -d "$BENCH_WORK/results" ]; then
-      rm -rf "$BENCH_WORK"
-    else
-      find "$BENCH_WORK" -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +
-      echo "run-capacity: smoke results kept in $BENCH_WORK/results" >&2
-    fi
-  fi
-}
-trap cleanup EXIT
+. "$here/benchlib.sh"
+bench_scratch capacity
 
 if [ "$smoke" = 0 ]; then
   export IDLE_CLIENT="$BENCH_WORK/idle-clients"
   cc -O2 -Wall -o "$IDLE_CLIENT" "$here/idle-clients.c" -lssl -lcrypto
 fi
 
-py=python3
-[ -x /usr/bin/python3 ] && py=/usr/bin/python3
 rc=0
 if [ "$smoke" = 0 ] && [ "${BENCH_SKIP_RELAY:-0}" != 1 ]; then
   # the relay first: the capacity report quotes its results from the same folder
   BENCH_WORK= "$here/run-relay.sh" || rc=1
 fi
-set +e
-"$py" "$here/capacity.py" ${args[@]+"${args[@]}"}
-crc=$?
-set -e
+crc=0
+bench_python "$here/capacity.py" ${args[@]+"${args[@]}"} || crc=$?
 [ "$crc" -ne 0 ] && rc=$crc
 exit $rc

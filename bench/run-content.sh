@@ -44,27 +44,8 @@ if [ ! -f "$root/build/default/CMakeCache.txt" ]; then
 fi
 cmake --build "$root/build/default" -j2 --target cmg-gateway cmgctl peerdist-speed >&2
 
-made_work=0
-if [ -z "${BENCH_WORK:-}" ]; then
-  BENCH_WORK="$(mktemp -d "${TMPDIR:-/tmp}/cmg-bench.XXXXXX")"
-  made_work=1
-fi
-export BENCH_WORK
-cleanup() {
-  if [ "$made_work" = 1 ] && [ "${BENCH_KEEP_WORK:-0}" != 1 ]; then
-    if [ -n "${BENCH_RESULTS:-}" ] || [ ! -d "$BENCH_WORK/results" ]; then
-      rm -rf "$BENCH_WORK"
-    else
-      find "$BENCH_WORK" -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +
-      echo "run-content: smoke results kept in $BENCH_WORK/results" >&2
-    fi
-  fi
-}
-trap cleanup EXIT
-py=python3
-[ -x /usr/bin/python3 ] && py=/usr/bin/python3
-set +e
-"$py" "$here/content.py" "$@"
-rc=$?
-set -e
+. "$here/benchlib.sh"
+bench_scratch content
+rc=0
+bench_python "$here/content.py" "$@" || rc=$?
 exit $rc

@@ -65,24 +65,8 @@ if [ ! -x "$CMG_GATEWAY" ] || [ ! -x "$CMGCTL" ]; then
   fi
 fi
 
-made_work=0
-if [ -z "${BENCH_WORK:-}" ]; then
-  BENCH_WORK="$(mktemp -d "${TMPDIR:-/tmp}/cmg-bench.XXXXXX")"
-  made_work=1
-fi
-export BENCH_WORK
-cleanup() {
-  if [ "$made_work" = 1 ] && [ "${BENCH_KEEP_WORK:-0}" != 1 ]; then
-    # smoke results live in the scratch directory unless BENCH_RESULTS says otherwise
-    if [ -n "${BENCH_RESULTS:-}" ] || [ ! -d "$BENCH_WORK/results" ]; then
-      rm -rf "$BENCH_WORK"
-    else
-      find "$BENCH_WORK" -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +
-      echo "run-frontend: smoke results kept in $BENCH_WORK/results" >&2
-    fi
-  fi
-}
-trap cleanup EXIT
+. "$here/benchlib.sh"
+bench_scratch frontend
 
 # The lean idle-connection client, built outside the source tree.
 mkdir -p "$BENCH_WORK/bin"
@@ -90,10 +74,6 @@ export BENCH_IDLE_CLIENT="$BENCH_WORK/bin/idle-clients"
 export BENCH_IDLE_BUILD_CMD="cc -O2 -Wall bench/idle-clients.c -lssl -lcrypto -o $BENCH_IDLE_CLIENT"
 cc -O2 -Wall "$here/idle-clients.c" -lssl -lcrypto -o "$BENCH_IDLE_CLIENT"
 
-py=python3
-[ -x /usr/bin/python3 ] && py=/usr/bin/python3
-set +e
-"$py" "$here/frontend.py" "$@"
-rc=$?
-set -e
+rc=0
+bench_python "$here/frontend.py" "$@" || rc=$?
 exit $rc

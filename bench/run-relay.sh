@@ -71,29 +71,9 @@ for b in "$CMG_GATEWAY" "$CMG_CONNECTOR" "$CMG_MPSIM" "$CMGCTL"; do
   fi
 done
 
-made_work=0
-if [ -z "${BENCH_WORK:-}" ]; then
-  BENCH_WORK="$(mktemp -d "${TMPDIR:-/tmp}/cmg-bench-relay.XXXXXX")"
-  made_work=1
-fi
-export BENCH_WORK
-cleanup() {
-  if [ "$made_work" = 1 ] && [ "${BENCH_KEEP_WORK:-0}" != 1 ]; then
-    # smoke results live in the scratch directory unless BENCH_RESULTS says otherwise
-    if [ -n "${BENCH_RESULTS:-}" ] || [ ! -d "$BENCH_WORK/results" ]; then
-      rm -rf "$BENCH_WORK"
-    else
-      find "$BENCH_WORK" -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +
-      echo "run-relay: smoke results kept in $BENCH_WORK/results" >&2
-    fi
-  fi
-}
-trap cleanup EXIT
+. "$here/benchlib.sh"
+bench_scratch relay
 
-py=python3
-[ -x /usr/bin/python3 ] && py=/usr/bin/python3
-set +e
-"$py" "$here/relay.py" ${args[@]+"${args[@]}"}
-rc=$?
-set -e
+rc=0
+bench_python "$here/relay.py" ${args[@]+"${args[@]}"} || rc=$?
 exit $rc
