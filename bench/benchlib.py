@@ -424,3 +424,12 @@ def stop_process(proc, extra_pids, log_f):
             how += f", SIGKILL to leftover worker(s) {leftover}"
     log_f.close()
     return {"exit_status": rc, "seconds": round(time.monotonic() - t, 3), "how": how}
+
+
+def run_main(main):
+    """The harnesses' entry: exit with main()'s status; Ctrl-C stops what was started."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        cleanup()
+        sys.exit(130)

@@ -861,16 +861,7 @@ def main():
         "settings": s,
         "body_bytes": len(body),
         "url_path": URL_PATH,
-        "host": {
-            "cpu_model": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                               if ln.startswith("model name")), "?"),
-            "cpus": os.cpu_count(),
-            "kernel": os.uname().release,
-            "clk_tck": CLK_TCK,
-            "loadavg_start": open("/proc/loadavg").read().split()[:3],
-            "nofile_limit": subprocess.run(["sh", "-c", "ulimit -n"], capture_output=True,
-                                           text=True).stdout.strip(),
-        },
+        "host": benchlib.host_info(),
         "gateway_binary": dict(gateway_info, ran_as=gateway),
         "versions": {
             "cmg-gateway": version([gateway, "-V"]),
@@ -1054,8 +1045,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        cleanup()
-        sys.exit(130)
+    benchlib.run_main(main)

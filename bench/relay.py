@@ -1133,8 +1133,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        cleanup()
-        sys.exit(130)
+    benchlib.run_main(main)
